@@ -1,0 +1,3 @@
+fn main() {
+    print!("{}", guestbook_operator::crd::all_yaml().unwrap());
+}
