@@ -1,3 +1,128 @@
-fn main() {
-    print!("{}", guestbook_operator::crd::all_yaml().unwrap());
+//! The `guestbook-operator` command.
+
+use clap::{Parser, Subcommand};
+use guestbook_operator::leader::Timing;
+use guestbook_operator::manager::{self, LeaderElection, Options};
+use guestbook_operator::telemetry::{self, LogFormat};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+#[derive(Parser)]
+#[command(
+    name = "guestbook-operator",
+    version,
+    about = "Runs highly available Guestbook and voting apps with Redis Sentinel and Patroni stores"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the controller manager.
+    Run(RunArgs),
+    /// Print the CustomResourceDefinitions as YAML.
+    Crd,
+}
+
+#[derive(clap::Args)]
+struct RunArgs {
+    /// Watch only this namespace (all namespaces when omitted).
+    #[arg(long, env = "WATCH_NAMESPACE")]
+    namespace: Option<String>,
+    /// Address of the /healthz, /readyz and /metrics endpoint.
+    #[arg(long, default_value = "0.0.0.0:8080")]
+    http_addr: SocketAddr,
+    /// Log format.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    log_format: LogFormat,
+    /// Elect a leader through a Lease, so that only one replica acts.
+    #[arg(long, default_value_t = true, action = clap::ArgAction::Set)]
+    leader_election: bool,
+    /// Namespace of the leader Lease.
+    #[arg(long, env = "POD_NAMESPACE", default_value = "default")]
+    leader_election_namespace: String,
+    /// Name of the leader Lease.
+    #[arg(long, default_value = "guestbook-operator")]
+    leader_election_id: String,
+    /// This replica's identity in the Lease (the pod name in a cluster).
+    #[arg(long, env = "POD_NAME")]
+    identity: Option<String>,
+    /// Seconds a Lease stays valid without renewal.
+    #[arg(long, default_value_t = 15)]
+    lease_duration_seconds: u64,
+    /// Seconds the leader keeps trying to renew before it stops acting.
+    #[arg(long, default_value_t = 10)]
+    renew_deadline_seconds: u64,
+    /// Seconds between election attempts.
+    #[arg(long, default_value_t = 2)]
+    retry_period_seconds: u64,
+}
+
+fn default_identity() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "unknown".into());
+    format!("{host}-{}", std::process::id())
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Command::Crd => match guestbook_operator::crd::all_yaml() {
+            Ok(yaml) => {
+                print!("{yaml}");
+                ExitCode::SUCCESS
+            }
+            Err(e) => {
+                eprintln!("error: rendering CRDs: {e}");
+                ExitCode::FAILURE
+            }
+        },
+        Command::Run(args) => run(args),
+    }
+}
+
+fn run(args: RunArgs) -> ExitCode {
+    telemetry::init(args.log_format);
+    if args.renew_deadline_seconds >= args.lease_duration_seconds
+        || args.retry_period_seconds >= args.renew_deadline_seconds
+    {
+        tracing::error!("need retry-period < renew-deadline < lease-duration");
+        return ExitCode::from(2);
+    }
+    let leader_election = args.leader_election.then(|| LeaderElection {
+        lease_namespace: args.leader_election_namespace.clone(),
+        lease_name: args.leader_election_id.clone(),
+        identity: args.identity.clone().unwrap_or_else(default_identity),
+        timing: Timing {
+            lease_duration: Duration::from_secs(args.lease_duration_seconds),
+            renew_deadline: Duration::from_secs(args.renew_deadline_seconds),
+            retry_period: Duration::from_secs(args.retry_period_seconds),
+        },
+    });
+    let options = Options {
+        namespace: args.namespace,
+        http_addr: args.http_addr,
+        leader_election,
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot start the async runtime");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(manager::run(options)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!(error = %e, "operator stopped");
+            ExitCode::FAILURE
+        }
+    }
 }

@@ -1,6 +1,8 @@
 //! Types shared by the four kinds: storage, backups, exporters, scheduling, status.
 
-use k8s_openapi::api::core::v1::{Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint};
+use k8s_openapi::api::core::v1::{
+    Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::KubeSchema;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
@@ -34,7 +36,11 @@ pub struct StorageSpec {
 
 impl Default for StorageSpec {
     fn default() -> Self {
-        Self { size: default_storage_size(), storage_class_name: None, when_deleted: ClaimRetention::Retain }
+        Self {
+            size: default_storage_size(),
+            storage_class_name: None,
+            when_deleted: ClaimRetention::Retain,
+        }
     }
 }
 
@@ -120,7 +126,11 @@ pub struct BackupVolume {
 
 impl Default for BackupVolume {
     fn default() -> Self {
-        Self { claim_name: None, size: default_backup_size(), storage_class_name: None }
+        Self {
+            claim_name: None,
+            size: default_backup_size(),
+            storage_class_name: None,
+        }
     }
 }
 
@@ -185,7 +195,10 @@ pub struct AutoscalingSpec {
     #[schemars(range(min = 1, max = 1000))]
     pub max_replicas: i32,
     /// Average CPU utilisation (percent of requests) the autoscaler aims for.
-    #[serde(default = "default_cpu_target")]
+    #[serde(
+        default = "default_cpu_target",
+        rename = "targetCPUUtilizationPercentage"
+    )]
     #[schemars(range(min = 1, max = 100))]
     pub target_cpu_utilization_percentage: i32,
 }
@@ -216,7 +229,11 @@ pub struct ServiceSpec {
 
 impl Default for ServiceSpec {
     fn default() -> Self {
-        Self { type_: ServiceType::ClusterIP, port: default_http_port(), annotations: BTreeMap::new() }
+        Self {
+            type_: ServiceType::ClusterIP,
+            port: default_http_port(),
+            annotations: BTreeMap::new(),
+        }
     }
 }
 
@@ -308,7 +325,10 @@ pub struct BackupStatus {
 pub fn conditions_schema(generator: &mut SchemaGenerator) -> Schema {
     let mut schema = generator.subschema_for::<Vec<Condition>>();
     schema.insert("x-kubernetes-list-type".into(), "map".into());
-    schema.insert("x-kubernetes-list-map-keys".into(), serde_json::json!(["type"]));
+    schema.insert(
+        "x-kubernetes-list-map-keys".into(),
+        serde_json::json!(["type"]),
+    );
     schema
 }
 

@@ -1,7 +1,8 @@
 //! `Guestbook`: the stateless guestbook front end on a Redis store.
 
 use super::common::{
-    conditions_schema, AutoscalingSpec, IngressSpec, Resources, SchedulingSpec, ServiceSpec, IMAGE_RULE,
+    AutoscalingSpec, IMAGE_RULE, IngressSpec, Resources, SchedulingSpec, ServiceSpec,
+    conditions_schema,
 };
 use super::redis_sentinel::RedisSentinelSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -33,7 +34,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Store", type_ = "string", json_path = ".status.redisStore"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters: it prefixes the names of the objects the operator creates").field_path(".metadata.name")
+    validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters: it prefixes the names of the objects the operator creates")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct GuestbookSpec {
@@ -187,7 +188,10 @@ pub struct RedisServiceNames {
 
 impl Default for RedisServiceNames {
     fn default() -> Self {
-        Self { leader: default_leader(), follower: default_follower() }
+        Self {
+            leader: default_leader(),
+            follower: default_follower(),
+        }
     }
 }
 

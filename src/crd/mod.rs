@@ -17,7 +17,12 @@ use kube::CustomResourceExt;
 
 /// Every CRD this operator serves, in a stable order.
 pub fn all() -> Vec<CustomResourceDefinition> {
-    vec![RedisSentinel::crd(), PatroniCluster::crd(), Guestbook::crd(), VoteApp::crd()]
+    vec![
+        RedisSentinel::crd(),
+        PatroniCluster::crd(),
+        Guestbook::crd(),
+        VoteApp::crd(),
+    ]
 }
 
 /// All CRDs as one multi-document YAML stream (what `guestbook-operator crd` prints and

@@ -1,8 +1,8 @@
 //! `PatroniCluster`: PostgreSQL made highly available by Patroni, with Kubernetes as its DCS.
 
 use super::common::{
-    conditions_schema, BackupSpec, BackupStatus, ExporterSpec, Resources, SchedulingSpec, StorageSpec, CRON_RULE,
-    IMAGE_RULE,
+    BackupSpec, BackupStatus, CRON_RULE, ExporterSpec, IMAGE_RULE, Resources, SchedulingSpec,
+    StorageSpec, conditions_schema,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
@@ -35,9 +35,11 @@ use std::collections::BTreeMap;
     printcolumn(name = "Last-Backup", type_ = "date", json_path = ".status.lastBackup.time", priority = 1),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters: it prefixes the names of the objects the operator creates").field_path(".metadata.name")
+    validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters: it prefixes the names of the objects the operator creates")
 )]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("!has(self.databases) || self.databases.all(d, !has(d.owner) || d.owner == 'postgres' || (has(self.users) && self.users.exists(u, u.name == d.owner)))").message("every database owner must be 'postgres' or one of spec.users").field_path(".databases"))]
+#[x_kube(validation = Rule::new("self.patroni.synchronousMode == 'Asynchronous' || self.members >= 2").message("synchronous replication needs at least 2 members").field_path(".patroni.synchronousMode"))]
 pub struct PatroniClusterSpec {
     /// Number of PostgreSQL members (one primary, the rest streaming replicas).
     #[serde(default = "default_members")]
@@ -115,7 +117,10 @@ pub struct PostgresqlSpec {
 
 impl Default for PostgresqlSpec {
     fn default() -> Self {
-        Self { version: default_pg_version(), parameters: BTreeMap::new() }
+        Self {
+            version: default_pg_version(),
+            parameters: BTreeMap::new(),
+        }
     }
 }
 
@@ -144,8 +149,9 @@ pub struct PatroniSpec {
     #[serde(default = "default_max_lag")]
     #[schemars(range(min = 0))]
     pub maximum_lag_on_failover: i64,
-    /// Synchronous replication: `Off`, `On` (a synchronous standby when one is healthy), or
-    /// `Strict` (writes block without one; no committed transaction is lost on failover).
+    /// Replication mode: `Asynchronous`, `Synchronous` (a synchronous standby while one is
+    /// healthy), or `Strict` (writes wait for a synchronous standby; no committed transaction
+    /// is lost on failover).
     #[serde(default)]
     pub synchronous_mode: SynchronousMode,
 }
@@ -157,7 +163,7 @@ impl Default for PatroniSpec {
             loop_wait: default_loop_wait(),
             retry_timeout: default_retry_timeout(),
             maximum_lag_on_failover: default_max_lag(),
-            synchronous_mode: SynchronousMode::Off,
+            synchronous_mode: SynchronousMode::Asynchronous,
         }
     }
 }
@@ -175,14 +181,15 @@ fn default_max_lag() -> i64 {
     1_048_576
 }
 
-/// Patroni's synchronous replication modes.
+/// Patroni's replication modes. (Not `Off`/`On`: YAML 1.1 parsers, the API server's among
+/// them, read those as booleans.)
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
 pub enum SynchronousMode {
-    /// Asynchronous replication.
+    /// Asynchronous replication (Patroni `synchronous_mode: off`).
     #[default]
-    Off,
+    Asynchronous,
     /// Synchronous while a standby is healthy; falls back to asynchronous otherwise.
-    On,
+    Synchronous,
     /// Never falls back: writes wait until a synchronous standby exists.
     Strict,
 }

@@ -1,8 +1,8 @@
 //! `RedisSentinel`: a Redis master with replicas and a Sentinel quorum that fails over.
 
 use super::common::{
-    conditions_schema, BackupSpec, BackupStatus, ExporterSpec, Resources, SchedulingSpec, SecretKeyRef, StorageSpec,
-    IMAGE_RULE,
+    BackupSpec, BackupStatus, ExporterSpec, IMAGE_RULE, Resources, SchedulingSpec, SecretKeyRef,
+    StorageSpec, conditions_schema,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
@@ -57,7 +57,7 @@ pub const RESERVED_REDIS_DIRECTIVES: &[&str] = &[
     printcolumn(name = "Sentinels", type_ = "integer", json_path = ".status.sentinelsAgreeing"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters: it prefixes the names of the objects the operator creates").field_path(".metadata.name")
+    validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters: it prefixes the names of the objects the operator creates")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RedisSentinelSpec {
@@ -84,6 +84,7 @@ pub struct RedisSentinelSpec {
 /// The Redis StatefulSet.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.durability.minReplicasToWrite < self.replicas").message("durability.minReplicasToWrite must be less than replicas, or the master could never accept a write").field_path(".durability.minReplicasToWrite"))]
 pub struct RedisSpec {
     /// Number of Redis servers, master included (3 = a master and two replicas).
     #[serde(default = "default_redis_replicas")]
@@ -126,12 +127,19 @@ impl Default for RedisSpec {
 }
 
 fn reserved_directives_rule() -> String {
-    let list = RESERVED_REDIS_DIRECTIVES.iter().map(|d| format!("'{d}'")).collect::<Vec<_>>().join(", ");
+    let list = RESERVED_REDIS_DIRECTIVES
+        .iter()
+        .map(|d| format!("'{d}'"))
+        .collect::<Vec<_>>()
+        .join(", ");
     format!("self.all(k, !(k.lowerAscii() in [{list}]))")
 }
 
 fn reserved_directives_message() -> String {
-    format!("must not set directives the operator manages: {}", RESERVED_REDIS_DIRECTIVES.join(", "))
+    format!(
+        "must not set directives the operator manages: {}",
+        RESERVED_REDIS_DIRECTIVES.join(", ")
+    )
 }
 
 fn default_redis_replicas() -> i32 {
@@ -187,8 +195,9 @@ pub enum AppendFsync {
     /// fsync once a second: loses at most a second of writes on a crash.
     #[default]
     EverySec,
-    /// Leave fsync to the operating system.
-    No,
+    /// Never fsync explicitly; the operating system flushes when it likes (`appendfsync no`;
+    /// not `No`, which YAML 1.1 parsers read as a boolean).
+    Never,
 }
 
 /// The Sentinel StatefulSet.
@@ -279,7 +288,10 @@ pub struct RedisAuthSpec {
 
 impl Default for RedisAuthSpec {
     fn default() -> Self {
-        Self { enabled: true, existing_secret: None }
+        Self {
+            enabled: true,
+            existing_secret: None,
+        }
     }
 }
 

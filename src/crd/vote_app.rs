@@ -1,6 +1,9 @@
 //! `VoteApp`: the voting app (vote, result, worker) on Redis and PostgreSQL stores.
 
-use super::common::{conditions_schema, AutoscalingSpec, IngressSpec, Resources, SchedulingSpec, ServiceSpec, IMAGE_RULE};
+use super::common::{
+    AutoscalingSpec, IMAGE_RULE, IngressSpec, Resources, SchedulingSpec, ServiceSpec,
+    conditions_schema,
+};
 use super::guestbook::RedisStoreBinding;
 use super::patroni_cluster::PatroniClusterSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -33,7 +36,7 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Postgres", type_ = "string", json_path = ".status.postgresStore", priority = 1),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters: it prefixes the names of the objects the operator creates").field_path(".metadata.name")
+    validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters: it prefixes the names of the objects the operator creates")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VoteAppSpec {
@@ -75,7 +78,11 @@ pub struct VoteTierSpec {
 impl Default for VoteTierSpec {
     fn default() -> Self {
         Self {
-            web: WebTierSpec { image: default_vote_image(), replicas: 2, ..WebTierSpec::default() },
+            web: WebTierSpec {
+                image: default_vote_image(),
+                replicas: 2,
+                ..WebTierSpec::default()
+            },
             option_a: default_option_a(),
             option_b: default_option_b(),
         }
@@ -149,11 +156,19 @@ impl Default for WebTierSpec {
 impl WebTierSpec {
     /// The vote tier's image, defaulted.
     pub fn vote_image(&self) -> String {
-        if self.image.is_empty() { default_vote_image() } else { self.image.clone() }
+        if self.image.is_empty() {
+            default_vote_image()
+        } else {
+            self.image.clone()
+        }
     }
     /// The result tier's image, defaulted.
     pub fn result_image(&self) -> String {
-        if self.image.is_empty() { default_result_image() } else { self.image.clone() }
+        if self.image.is_empty() {
+            default_result_image()
+        } else {
+            self.image.clone()
+        }
     }
 }
 
@@ -182,7 +197,11 @@ pub struct WorkerSpec {
 
 impl Default for WorkerSpec {
     fn default() -> Self {
-        Self { image: default_worker_image(), replicas: 1, resources: None }
+        Self {
+            image: default_worker_image(),
+            replicas: 1,
+            resources: None,
+        }
     }
 }
 

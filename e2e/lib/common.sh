@@ -1,0 +1,123 @@
+# Shared settings and helpers of e2e/cluster. Sourced, not run.
+
+# Where things live. Binaries are cached by version (shared by every checkout);
+# the running cluster's state (certificates, etcd data, logs, PIDs) is per machine.
+GBO_CACHE="${GBO_CACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/guestbook-operator}"
+GBO_STATE="${GBO_STATE:-${XDG_STATE_HOME:-$HOME/.local/state}/guestbook-operator/cluster}"
+K8S_BIN="$GBO_CACHE/bin/k8s-v$K8S_VERSION"
+ETCD_BIN="$GBO_CACHE/bin/etcd-v$ETCD_VERSION"
+KWOK_BIN="$GBO_CACHE/bin/kwok-v$KWOK_VERSION"
+HELM_BIN="$GBO_CACHE/bin/helm-v$HELM_VERSION"
+KUBECONFIG_PATH="$GBO_STATE/kubeconfig"
+
+# Control-plane ports, all on 127.0.0.1. etcd avoids 2379 so that a system etcd
+# on the same machine does not clash.
+ETCD_PORT=12379
+ETCD_PEER_PORT=12380
+APISERVER_PORT=6443
+KCM_PORT=10257
+SCHEDULER_PORT=10259
+
+# The pod network: one bridge on this machine, no forwarding, no NAT, no route
+# off the machine. The host end holds POD_GATEWAY, where the API server is also
+# reachable (the way pods reach it in a cluster). Nodes get /24s of it.
+POD_BRIDGE=gbo0
+POD_NETWORK=10.244.0.0/16
+POD_GATEWAY=10.244.0.1
+# Service ClusterIPs are virtual and nothing implements them here (no
+# kube-proxy): a blackhole route makes any use of one fail at once instead of
+# following the default route off the machine.
+SERVICE_CIDR=10.96.0.0/16
+KUBERNETES_SERVICE_IP=10.96.0.1
+
+# Fake nodes: name, zone, pod CIDR.
+NODES=(
+  "gbo-worker-a zone-a 10.244.1.0/24"
+  "gbo-worker-b zone-b 10.244.2.0/24"
+  "gbo-worker-c zone-c 10.244.3.0/24"
+)
+
+# Pods with a container image matching this (extended) regular expression are
+# run for real by the store-process runner; kwok leaves them alone. Every other
+# pod is simulated by kwok (it turns Ready, Job pods complete).
+REAL_IMAGES_REGEX="${GBO_REAL_IMAGES_REGEX:-(^|/)(redis|spilo-[0-9]+|patroni|postgres|guestbook-operator-backup)(:|@|$)}"
+
+log() { printf '[cluster] %s\n' "$*" >&2; }
+err() { printf '[cluster] ERROR: %s\n' "$*" >&2; }
+die() { err "$*"; exit 1; }
+
+kc() { "$K8S_BIN/kubectl" --kubeconfig "$KUBECONFIG_PATH" "$@"; }
+
+pidfile() { echo "$GBO_STATE/pids/$1.pid"; }
+
+# True when the process recorded for $1 is alive and still the program we started
+# (a recycled PID belonging to something else does not count).
+proc_alive() {
+  local f pid; f=$(pidfile "$1")
+  [ -f "$f" ] || return 1
+  pid=$(cat "$f")
+  [ -n "$pid" ] && [ -d "/proc/$pid" ] || return 1
+  [ "$(cat "/proc/$pid/cmdline" 2>/dev/null | tr '\0' ' ' | cut -c1-4096)" = "$(cat "$f.cmd" 2>/dev/null)" ]
+}
+
+# start NAME CMD...: runs CMD in its own session, logs to $GBO_STATE/logs/NAME.log,
+# records its PID and command line so that stop can find exactly this process.
+start_proc() {
+  local name="$1"; shift
+  mkdir -p "$GBO_STATE/pids" "$GBO_STATE/logs"
+  setsid "$@" >>"$GBO_STATE/logs/$name.log" 2>&1 < /dev/null &
+  local pid=$!
+  echo "$pid" > "$(pidfile "$name")"
+  printf '%s ' "$@" > "$(pidfile "$name").cmd"
+  # Compare against what /proc reports once the exec happened.
+  sleep 0.2
+  if [ -r "/proc/$pid/cmdline" ]; then tr '\0' ' ' < "/proc/$pid/cmdline" | cut -c1-4096 > "$(pidfile "$name").cmd"; fi
+}
+
+# stop NAME: SIGTERM, then SIGKILL after a grace period, by recorded PID only.
+stop_proc() {
+  local name="$1" f pid i; f=$(pidfile "$name")
+  [ -f "$f" ] || return 0
+  pid=$(cat "$f")
+  if proc_alive "$name"; then
+    kill -TERM "$pid" 2>/dev/null || true
+    for i in $(seq 1 50); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+    if [ -d "/proc/$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; fi
+  fi
+  rm -f "$f" "$f.cmd"
+}
+
+# wait_for DESCRIPTION TIMEOUT_SECONDS CMD...: polls CMD until it succeeds.
+wait_for() {
+  local what="$1" timeout="$2"; shift 2
+  local deadline=$(( $(date +%s) + timeout ))
+  until "$@" >/dev/null 2>&1; do
+    if [ "$(date +%s)" -ge "$deadline" ]; then err "timed out after ${timeout}s waiting for $what"; return 1; fi
+    sleep 0.3
+  done
+}
+
+as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
+
+# Debian packages the cluster needs; installed once, idempotently.
+ensure_packages() {
+  local missing=()
+  command -v openssl >/dev/null || missing+=(openssl)
+  command -v ip >/dev/null || missing+=(iproute2)
+  command -v socat >/dev/null || missing+=(socat)
+  command -v curl >/dev/null || missing+=(curl)
+  command -v setsid >/dev/null || missing+=(util-linux)
+  [ ${#missing[@]} -eq 0 ] && return 0
+  log "installing Debian packages: ${missing[*]}"
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
+  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+}
+
+ensure_go() {
+  command -v go >/dev/null || die "Go is required to build the control plane (Kubernetes v$K8S_VERSION needs Go >= 1.26); install it from https://go.dev/dl"
+  local v; v=$(go env GOVERSION | sed 's/^go//')
+  local major="${v%%.*}" rest="${v#*.}"; local minor="${rest%%.*}"
+  if [ "$major" -lt 1 ] || { [ "$major" -eq 1 ] && [ "$minor" -lt 26 ]; }; then
+    die "Go $v is too old: Kubernetes v$K8S_VERSION needs Go >= 1.26"
+  fi
+}

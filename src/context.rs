@@ -1,0 +1,101 @@
+//! What every reconcile gets: the client, caches of our kinds, metrics, the event recorder.
+
+use crate::crd::{Guestbook, PatroniCluster, RedisSentinel, VoteApp};
+use crate::metrics::Metrics;
+use kube::runtime::events::Recorder;
+use kube::runtime::reflector::Store;
+use kube::{Api, Client, Resource};
+use serde::de::DeserializeOwned;
+use std::collections::HashMap;
+use std::fmt::Debug;
+use std::sync::{Arc, Mutex};
+
+/// Read-only caches of our four kinds, filled by the controllers' own watches.
+#[derive(Clone)]
+pub struct Caches {
+    pub redis_sentinels: Store<RedisSentinel>,
+    pub patroni_clusters: Store<PatroniCluster>,
+    pub guestbooks: Store<Guestbook>,
+    pub vote_apps: Store<VoteApp>,
+}
+
+pub struct Context {
+    pub client: Client,
+    /// The one namespace watched, or all of them.
+    pub namespace: Option<String>,
+    pub caches: Caches,
+    pub metrics: Arc<Metrics>,
+    pub recorder: Recorder,
+    /// Consecutive failures per object, for the retry backoff.
+    failures: Mutex<HashMap<String, u32>>,
+}
+
+impl Context {
+    pub fn new(
+        client: Client,
+        namespace: Option<String>,
+        caches: Caches,
+        metrics: Arc<Metrics>,
+        recorder: Recorder,
+    ) -> Self {
+        Self {
+            client,
+            namespace,
+            caches,
+            metrics,
+            recorder,
+            failures: Mutex::default(),
+        }
+    }
+
+    /// An Api for `K` in the watched scope.
+    pub fn scoped<K>(&self) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
+        scoped_api(&self.client, self.namespace.as_deref())
+    }
+
+    /// An Api for `K` in one namespace.
+    pub fn namespaced<K>(&self, namespace: &str) -> Api<K>
+    where
+        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+            + Clone
+            + DeserializeOwned
+            + Debug,
+    {
+        Api::namespaced(self.client.clone(), namespace)
+    }
+
+    /// Records one more failure of `key`; returns how many in a row.
+    pub fn note_failure(&self, key: &str) -> u32 {
+        let mut map = self.failures.lock().unwrap_or_else(|p| p.into_inner());
+        let n = map.entry(key.to_string()).or_insert(0);
+        *n = n.saturating_add(1);
+        *n
+    }
+
+    pub fn note_success(&self, key: &str) {
+        self.failures
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .remove(key);
+    }
+}
+
+/// An Api for `K` in `namespace`, or across all namespaces.
+pub fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + Debug,
+{
+    match namespace {
+        Some(ns) => Api::namespaced(client.clone(), ns),
+        None => Api::all(client.clone()),
+    }
+}

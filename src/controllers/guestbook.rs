@@ -1,0 +1,90 @@
+//! The Guestbook controller. Today: resolve the Redis store, check the namespace is free,
+//! report status.
+
+use super::apps::{namespace_conflict, resolve_binding};
+use super::{Managed, Verdict, finish, instrumented, not_yet_managed};
+use crate::context::{Context, scoped_api};
+use crate::crd::guestbook::GuestbookStatus;
+use crate::crd::{Guestbook, RedisSentinel};
+use crate::error::Result;
+use crate::k8s::status::KStatus;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::ObjectRef;
+use kube::runtime::{Controller, watcher};
+use kube::{Client, ResourceExt};
+use std::sync::Arc;
+
+impl Managed for Guestbook {
+    const KIND: &'static str = "Guestbook";
+}
+
+impl KStatus for GuestbookStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+    fn set_kstatus(&mut self, observed_generation: Option<i64>, conditions: Vec<Condition>) {
+        self.observed_generation = observed_generation;
+        self.conditions = conditions;
+    }
+}
+
+/// Pure validation against the cached view of the namespace. Returns the verdict and the
+/// name of the store in use.
+pub fn validate(gb: &Guestbook, ctx: &Context) -> (Verdict, String) {
+    let names = &gb.spec.redis_service_names;
+    let services = format!("\"{}\" and \"{}\"", names.leader, names.follower);
+    let binding = resolve_binding(
+        gb,
+        gb.spec.redis.name.as_deref(),
+        "redis",
+        "spec.redis",
+        "RedisSentinel",
+        &ctx.caches.redis_sentinels,
+    );
+    let health = namespace_conflict(gb, &ctx.caches.guestbooks, "Guestbook", &services)
+        .or(binding.problem)
+        .unwrap_or_else(|| not_yet_managed("Guestbook"));
+    (Verdict::new(health), binding.store)
+}
+
+pub async fn reconcile(gb: Arc<Guestbook>, ctx: Arc<Context>) -> Result<Action> {
+    instrumented(gb, ctx, |gb, ctx| async move {
+        let (verdict, store) = validate(&gb, &ctx);
+        finish(&ctx, gb.as_ref(), verdict, |s| s.redis_store = Some(store)).await
+    })
+    .await
+}
+
+/// The controller, also woken when a RedisSentinel or another Guestbook in the namespace changes.
+pub fn controller(client: &Client, namespace: Option<&str>) -> Controller<Guestbook> {
+    let wc = watcher::Config::default();
+    let ctl = Controller::new(scoped_api::<Guestbook>(client, namespace), wc.clone());
+    let (by_store, by_sibling) = (ctl.store(), ctl.store());
+    ctl.watches(
+        scoped_api::<RedisSentinel>(client, namespace),
+        wc.clone(),
+        move |rs| {
+            let ns = rs.namespace();
+            by_store
+                .state()
+                .into_iter()
+                .filter(|gb| gb.namespace() == ns)
+                .map(|gb| ObjectRef::from_obj(gb.as_ref()))
+                .collect::<Vec<_>>()
+        },
+    )
+    .watches(
+        scoped_api::<Guestbook>(client, namespace),
+        wc,
+        move |changed| {
+            let ns = changed.namespace();
+            by_sibling
+                .state()
+                .into_iter()
+                .filter(|gb| gb.namespace() == ns && gb.name_any() != changed.name_any())
+                .map(|gb| ObjectRef::from_obj(gb.as_ref()))
+                .collect::<Vec<_>>()
+        },
+    )
+}

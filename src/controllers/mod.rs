@@ -1,0 +1,253 @@
+//! One controller per kind. Each follows the same pipeline: dereference (read what the spec
+//! points at), validate (pure), build and apply (children; arriving with the store and app
+//! issues), then status. This module holds the parts all four share.
+
+pub mod apps;
+pub mod guestbook;
+pub mod patroni_cluster;
+pub mod redis_sentinel;
+pub mod vote_app;
+
+use crate::context::Context;
+use crate::error::{Error, Result, backoff};
+use crate::k8s::conditions::{self, Extra, Health};
+use crate::k8s::status::{KStatus, apply_status};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::core::object::HasStatus;
+use kube::runtime::controller::Action;
+use kube::runtime::events::{Event, EventType};
+use kube::{Resource, ResourceExt};
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How often a healthy object is looked at again without any event: a safety net only.
+pub const RESYNC: Duration = Duration::from_secs(300);
+/// How often an object waiting on something is looked at again, besides watch events.
+pub const WAITING_RECHECK: Duration = Duration::from_secs(60);
+
+/// A kind of ours, as the shared machinery needs it.
+pub trait Managed:
+    Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+    + HasStatus
+    + Clone
+    + Debug
+    + DeserializeOwned
+    + Send
+    + Sync
+    + 'static
+where
+    Self::Status: KStatus,
+{
+    const KIND: &'static str;
+}
+
+/// The result of the validate step: the object's health and any extra conditions.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Verdict {
+    pub health: Health,
+    pub extras: Vec<Extra>,
+}
+
+impl Verdict {
+    pub fn new(health: Health) -> Self {
+        Self {
+            health,
+            extras: Vec::new(),
+        }
+    }
+    pub fn with(mut self, extra: Extra) -> Self {
+        self.extras.push(extra);
+        self
+    }
+}
+
+/// The health reported while an object's workloads are not built by this operator version.
+pub fn not_yet_managed(kind: &str) -> Health {
+    Health::unknown(
+        "NotYetManaged",
+        format!(
+            "spec accepted and validated; this operator version does not create the {kind}'s workloads yet"
+        ),
+    )
+}
+
+/// Writes the status for `verdict` (only if it changed), records an event when the object
+/// stalls, and decides when to look again. `fill` sets the kind-specific status fields.
+pub async fn finish<K>(
+    ctx: &Context,
+    obj: &K,
+    verdict: Verdict,
+    fill: impl FnOnce(&mut K::Status),
+) -> Result<Action>
+where
+    K: Managed,
+    K::Status: KStatus,
+{
+    let previous = obj.status().cloned().unwrap_or_default();
+    let now = Time(jiff::Timestamp::now());
+    let generation = obj.meta().generation;
+    let conds = conditions::compute(
+        previous.conditions(),
+        &verdict.health,
+        generation,
+        &verdict.extras,
+        &now,
+    );
+    let mut desired = previous.clone();
+    fill(&mut desired);
+    desired.set_kstatus(generation, conds);
+    let namespace = obj.namespace().ok_or_else(|| Error::MissingField {
+        kind: K::KIND,
+        name: obj.name_any(),
+        field: "metadata.namespace",
+    })?;
+    let api = ctx.namespaced::<K>(&namespace);
+    if apply_status(&api, obj, &desired).await? {
+        let was_stalled = conditions::find(previous.conditions(), conditions::STALLED)
+            .is_some_and(|c| c.status == "True" && c.reason == verdict.health.reason());
+        if let Health::Stalled { reason, message } = &verdict.health
+            && !was_stalled
+        {
+            publish(ctx, obj, EventType::Warning, reason, "Validate", message).await;
+        }
+    }
+    Ok(match verdict.health {
+        // Stalled needs a change to the object or to what it references; both arrive as
+        // watch events, so there is nothing to retry.
+        Health::Stalled { .. } => Action::await_change(),
+        Health::Progressing { .. } => Action::requeue(WAITING_RECHECK),
+        Health::Ready { .. } | Health::Unknown { .. } => Action::requeue(RESYNC),
+    })
+}
+
+/// Publishes an event about `obj`; failure to record an event never fails a reconcile.
+pub async fn publish<K: Resource<DynamicType = ()>>(
+    ctx: &Context,
+    obj: &K,
+    type_: EventType,
+    reason: &str,
+    action: &str,
+    note: &str,
+) {
+    let event = Event {
+        type_,
+        reason: reason.to_string(),
+        note: Some(note.chars().take(1024).collect()),
+        action: action.to_string(),
+        secondary: None,
+    };
+    if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
+        tracing::warn!(error = %e, "could not record event");
+    }
+}
+
+/// Runs `reconcile` with metrics, a tracing span and failure bookkeeping.
+pub async fn instrumented<K, F, Fut>(obj: Arc<K>, ctx: Arc<Context>, reconcile: F) -> Result<Action>
+where
+    K: Managed,
+    K::Status: KStatus,
+    F: FnOnce(Arc<K>, Arc<Context>) -> Fut,
+    Fut: std::future::Future<Output = Result<Action>>,
+{
+    let started = Instant::now();
+    let key = object_key::<K>(&obj);
+    let span = tracing::info_span!(
+        "reconcile",
+        kind = K::KIND,
+        namespace = obj.namespace().unwrap_or_default(),
+        name = obj.name_any()
+    );
+    let result = tracing::Instrument::instrument(reconcile(obj, ctx.clone()), span).await;
+    ctx.metrics.reconciled(K::KIND, started.elapsed());
+    if result.is_ok() {
+        ctx.note_success(&key);
+    }
+    result
+}
+
+/// Requeue policy after a failed reconcile: exponential per object.
+pub fn error_policy<K: Managed>(obj: Arc<K>, error: &Error, ctx: Arc<Context>) -> Action
+where
+    K::Status: KStatus,
+{
+    ctx.metrics.failed(K::KIND, error.metric_label());
+    let failures = ctx.note_failure(&object_key::<K>(&obj));
+    let delay = backoff(failures.saturating_sub(1));
+    tracing::warn!(kind = K::KIND, namespace = obj.namespace().unwrap_or_default(), name = obj.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
+    Action::requeue(delay)
+}
+
+fn object_key<K: Managed>(obj: &K) -> String
+where
+    K::Status: KStatus,
+{
+    format!(
+        "{}/{}/{}",
+        K::KIND,
+        obj.namespace().unwrap_or_default(),
+        obj.name_any()
+    )
+}
+
+/// What a referenced Secret key looks like from here.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SecretRef {
+    Present,
+    MissingSecret,
+    MissingKey,
+}
+
+/// Looks up a Secret (and optionally one key of it) in `namespace`.
+pub async fn check_secret(
+    ctx: &Context,
+    namespace: &str,
+    name: &str,
+    key: Option<&str>,
+) -> Result<SecretRef> {
+    let api = ctx.namespaced::<Secret>(namespace);
+    Ok(match api.get_opt(name).await? {
+        None => SecretRef::MissingSecret,
+        Some(secret) => match key {
+            Some(k) => {
+                let has = secret.data.as_ref().is_some_and(|d| d.contains_key(k))
+                    || secret
+                        .string_data
+                        .as_ref()
+                        .is_some_and(|d| d.contains_key(k));
+                if has {
+                    SecretRef::Present
+                } else {
+                    SecretRef::MissingKey
+                }
+            }
+            None => SecretRef::Present,
+        },
+    })
+}
+
+/// The object among `candidates` (same kind, same namespace) that owns the namespace's fixed
+/// Service names: the oldest, then the first by name. Deterministic, so two objects never
+/// both believe they won.
+pub fn namespace_owner<'a, K: Resource>(candidates: impl Iterator<Item = &'a K>) -> Option<String>
+where
+    K: 'a,
+{
+    candidates
+        .filter(|o| o.meta().deletion_timestamp.is_none())
+        .map(|o| {
+            (
+                o.meta().creation_timestamp.clone().map(|t| t.0),
+                o.meta().name.clone().unwrap_or_default(),
+            )
+        })
+        .min_by(|a, b| match (&a.0, &b.0) {
+            (Some(x), Some(y)) => x.cmp(y).then_with(|| a.1.cmp(&b.1)),
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, None) => a.1.cmp(&b.1),
+        })
+        .map(|(_, name)| name)
+}

@@ -1,0 +1,106 @@
+//! The VoteApp controller. Today: resolve the Redis and PostgreSQL stores, check the namespace
+//! is free, report status.
+
+use super::apps::{namespace_conflict, resolve_binding};
+use super::{Managed, Verdict, finish, instrumented, not_yet_managed};
+use crate::context::{Context, scoped_api};
+use crate::crd::vote_app::VoteAppStatus;
+use crate::crd::{PatroniCluster, RedisSentinel, VoteApp};
+use crate::error::Result;
+use crate::k8s::status::KStatus;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::runtime::controller::Action;
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::{Controller, watcher};
+use kube::{Client, ResourceExt};
+use std::sync::Arc;
+
+impl Managed for VoteApp {
+    const KIND: &'static str = "VoteApp";
+}
+
+impl KStatus for VoteAppStatus {
+    fn conditions(&self) -> &[Condition] {
+        &self.conditions
+    }
+    fn set_kstatus(&mut self, observed_generation: Option<i64>, conditions: Vec<Condition>) {
+        self.observed_generation = observed_generation;
+        self.conditions = conditions;
+    }
+}
+
+/// Pure validation against the cached view of the namespace. Returns the verdict and the
+/// names of the Redis and PostgreSQL stores in use.
+pub fn validate(app: &VoteApp, ctx: &Context) -> (Verdict, String, String) {
+    let redis = resolve_binding(
+        app,
+        app.spec.redis.name.as_deref(),
+        "redis",
+        "spec.redis",
+        "RedisSentinel",
+        &ctx.caches.redis_sentinels,
+    );
+    let postgres = resolve_binding(
+        app,
+        app.spec.postgres.name.as_deref(),
+        "db",
+        "spec.postgres",
+        "PatroniCluster",
+        &ctx.caches.patroni_clusters,
+    );
+    let health = namespace_conflict(
+        app,
+        &ctx.caches.vote_apps,
+        "VoteApp",
+        "\"redis\" and \"db\"",
+    )
+    .or(redis.problem)
+    .or(postgres.problem)
+    .unwrap_or_else(|| not_yet_managed("VoteApp"));
+    (Verdict::new(health), redis.store, postgres.store)
+}
+
+pub async fn reconcile(app: Arc<VoteApp>, ctx: Arc<Context>) -> Result<Action> {
+    instrumented(app, ctx, |app, ctx| async move {
+        let (verdict, redis, postgres) = validate(&app, &ctx);
+        finish(&ctx, app.as_ref(), verdict, |s| {
+            s.redis_store = Some(redis);
+            s.postgres_store = Some(postgres);
+        })
+        .await
+    })
+    .await
+}
+
+fn same_namespace(
+    apps: &Store<VoteApp>,
+    ns: Option<String>,
+    except: Option<&str>,
+) -> Vec<ObjectRef<VoteApp>> {
+    apps.state()
+        .into_iter()
+        .filter(|a| a.namespace() == ns && Some(a.name_any().as_str()) != except)
+        .map(|a| ObjectRef::from_obj(a.as_ref()))
+        .collect()
+}
+
+/// The controller, also woken when a store or another VoteApp in the namespace changes.
+pub fn controller(client: &Client, namespace: Option<&str>) -> Controller<VoteApp> {
+    let wc = watcher::Config::default();
+    let ctl = Controller::new(scoped_api::<VoteApp>(client, namespace), wc.clone());
+    let (a, b, c) = (ctl.store(), ctl.store(), ctl.store());
+    ctl.watches(
+        scoped_api::<RedisSentinel>(client, namespace),
+        wc.clone(),
+        move |s| same_namespace(&a, s.namespace(), None),
+    )
+    .watches(
+        scoped_api::<PatroniCluster>(client, namespace),
+        wc.clone(),
+        move |s| same_namespace(&b, s.namespace(), None),
+    )
+    .watches(scoped_api::<VoteApp>(client, namespace), wc, move |v| {
+        let name = v.name_any();
+        same_namespace(&c, v.namespace(), Some(&name))
+    })
+}

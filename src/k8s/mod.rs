@@ -1,0 +1,7 @@
+//! What every controller shares: kstatus conditions, status writes, labels and object references.
+
+pub mod conditions;
+pub mod status;
+
+/// The single field manager for everything the operator applies.
+pub const FIELD_MANAGER: &str = "guestbook-operator";

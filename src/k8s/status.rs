@@ -1,0 +1,40 @@
+//! Status writes: server-side apply of the whole status under our field manager, and only when
+//! it differs from what the object already reports (a no-op reconcile writes nothing).
+
+use super::FIELD_MANAGER;
+use crate::error::{Error, Result};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use kube::api::{Patch, PatchParams};
+use kube::core::object::HasStatus;
+use kube::{Api, Resource, ResourceExt};
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+use std::fmt::Debug;
+
+/// The kstatus part every status of ours has.
+pub trait KStatus: Clone + Default + PartialEq + Serialize + Debug {
+    fn conditions(&self) -> &[Condition];
+    fn set_kstatus(&mut self, observed_generation: Option<i64>, conditions: Vec<Condition>);
+}
+
+/// Writes `desired` as the status of `obj` unless it already is. Returns whether it wrote.
+pub async fn apply_status<K>(api: &Api<K>, obj: &K, desired: &K::Status) -> Result<bool>
+where
+    K: Resource<DynamicType = ()> + HasStatus + Clone + DeserializeOwned + Debug,
+    K::Status: KStatus,
+{
+    if obj.status() == Some(desired) {
+        return Ok(false);
+    }
+    let name = obj.name_any();
+    let body = serde_json::json!({
+        "apiVersion": K::api_version(&()),
+        "kind": K::kind(&()),
+        "status": desired,
+    });
+    let params = PatchParams::apply(FIELD_MANAGER).force();
+    api.patch_status(&name, &params, &Patch::Apply(&body))
+        .await
+        .map_err(Error::from)?;
+    Ok(true)
+}
