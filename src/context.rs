@@ -99,3 +99,33 @@ where
         None => Api::all(client.clone()),
     }
 }
+
+impl Caches {
+    /// Caches holding exactly these objects: for validating offline (tests, `render`).
+    pub fn from_objects(
+        redis_sentinels: Vec<RedisSentinel>,
+        patroni_clusters: Vec<PatroniCluster>,
+        guestbooks: Vec<Guestbook>,
+        vote_apps: Vec<VoteApp>,
+    ) -> Self {
+        Self {
+            redis_sentinels: filled(redis_sentinels),
+            patroni_clusters: filled(patroni_clusters),
+            guestbooks: filled(guestbooks),
+            vote_apps: filled(vote_apps),
+        }
+    }
+}
+
+fn filled<K>(objects: Vec<K>) -> Store<K>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    let (store, mut writer) = kube::runtime::reflector::store();
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::Init);
+    for o in objects {
+        writer.apply_watcher_event(&kube::runtime::watcher::Event::InitApply(o));
+    }
+    writer.apply_watcher_event(&kube::runtime::watcher::Event::InitDone);
+    store
+}

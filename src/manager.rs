@@ -13,7 +13,6 @@ use kube::runtime::Controller;
 use kube::runtime::events::{Recorder, Reporter};
 use kube::{Api, Client, Resource};
 use std::fmt::Debug;
-use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use tokio::sync::watch;
@@ -37,14 +36,10 @@ pub struct LeaderElection {
 }
 
 /// Resolves when SIGTERM or SIGINT arrives (or the sender is dropped).
-fn shutdown_signal(
-    mut rx: watch::Receiver<bool>,
-) -> impl Future<Output = ()> + Send + Sync + 'static {
-    async move {
-        while !*rx.borrow() {
-            if rx.changed().await.is_err() {
-                return;
-            }
+async fn shutdown_signal(mut rx: watch::Receiver<bool>) {
+    while !*rx.borrow() {
+        if rx.changed().await.is_err() {
+            return;
         }
     }
 }

@@ -3,7 +3,7 @@
 
 use super::apps::{namespace_conflict, resolve_binding};
 use super::{Managed, Verdict, finish, instrumented, not_yet_managed};
-use crate::context::{Context, scoped_api};
+use crate::context::{Caches, Context, scoped_api};
 use crate::crd::guestbook::GuestbookStatus;
 use crate::crd::{Guestbook, RedisSentinel};
 use crate::error::Result;
@@ -31,7 +31,7 @@ impl KStatus for GuestbookStatus {
 
 /// Pure validation against the cached view of the namespace. Returns the verdict and the
 /// name of the store in use.
-pub fn validate(gb: &Guestbook, ctx: &Context) -> (Verdict, String) {
+pub fn validate(gb: &Guestbook, caches: &Caches) -> (Verdict, String) {
     let names = &gb.spec.redis_service_names;
     let services = format!("\"{}\" and \"{}\"", names.leader, names.follower);
     let binding = resolve_binding(
@@ -40,9 +40,9 @@ pub fn validate(gb: &Guestbook, ctx: &Context) -> (Verdict, String) {
         "redis",
         "spec.redis",
         "RedisSentinel",
-        &ctx.caches.redis_sentinels,
+        &caches.redis_sentinels,
     );
-    let health = namespace_conflict(gb, &ctx.caches.guestbooks, "Guestbook", &services)
+    let health = namespace_conflict(gb, &caches.guestbooks, "Guestbook", &services)
         .or(binding.problem)
         .unwrap_or_else(|| not_yet_managed("Guestbook"));
     (Verdict::new(health), binding.store)
@@ -50,7 +50,7 @@ pub fn validate(gb: &Guestbook, ctx: &Context) -> (Verdict, String) {
 
 pub async fn reconcile(gb: Arc<Guestbook>, ctx: Arc<Context>) -> Result<Action> {
     instrumented(gb, ctx, |gb, ctx| async move {
-        let (verdict, store) = validate(&gb, &ctx);
+        let (verdict, store) = validate(&gb, &ctx.caches);
         finish(&ctx, gb.as_ref(), verdict, |s| s.redis_store = Some(store)).await
     })
     .await

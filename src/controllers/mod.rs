@@ -231,10 +231,9 @@ pub async fn check_secret(
 /// The object among `candidates` (same kind, same namespace) that owns the namespace's fixed
 /// Service names: the oldest, then the first by name. Deterministic, so two objects never
 /// both believe they won.
-pub fn namespace_owner<'a, K: Resource>(candidates: impl Iterator<Item = &'a K>) -> Option<String>
-where
-    K: 'a,
-{
+pub fn namespace_owner<'a, K: Resource + 'a>(
+    candidates: impl Iterator<Item = &'a K>,
+) -> Option<String> {
     candidates
         .filter(|o| o.meta().deletion_timestamp.is_none())
         .map(|o| {

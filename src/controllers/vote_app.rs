@@ -3,7 +3,7 @@
 
 use super::apps::{namespace_conflict, resolve_binding};
 use super::{Managed, Verdict, finish, instrumented, not_yet_managed};
-use crate::context::{Context, scoped_api};
+use crate::context::{Caches, Context, scoped_api};
 use crate::crd::vote_app::VoteAppStatus;
 use crate::crd::{PatroniCluster, RedisSentinel, VoteApp};
 use crate::error::Result;
@@ -31,14 +31,14 @@ impl KStatus for VoteAppStatus {
 
 /// Pure validation against the cached view of the namespace. Returns the verdict and the
 /// names of the Redis and PostgreSQL stores in use.
-pub fn validate(app: &VoteApp, ctx: &Context) -> (Verdict, String, String) {
+pub fn validate(app: &VoteApp, caches: &Caches) -> (Verdict, String, String) {
     let redis = resolve_binding(
         app,
         app.spec.redis.name.as_deref(),
         "redis",
         "spec.redis",
         "RedisSentinel",
-        &ctx.caches.redis_sentinels,
+        &caches.redis_sentinels,
     );
     let postgres = resolve_binding(
         app,
@@ -46,23 +46,18 @@ pub fn validate(app: &VoteApp, ctx: &Context) -> (Verdict, String, String) {
         "db",
         "spec.postgres",
         "PatroniCluster",
-        &ctx.caches.patroni_clusters,
+        &caches.patroni_clusters,
     );
-    let health = namespace_conflict(
-        app,
-        &ctx.caches.vote_apps,
-        "VoteApp",
-        "\"redis\" and \"db\"",
-    )
-    .or(redis.problem)
-    .or(postgres.problem)
-    .unwrap_or_else(|| not_yet_managed("VoteApp"));
+    let health = namespace_conflict(app, &caches.vote_apps, "VoteApp", "\"redis\" and \"db\"")
+        .or(redis.problem)
+        .or(postgres.problem)
+        .unwrap_or_else(|| not_yet_managed("VoteApp"));
     (Verdict::new(health), redis.store, postgres.store)
 }
 
 pub async fn reconcile(app: Arc<VoteApp>, ctx: Arc<Context>) -> Result<Action> {
     instrumented(app, ctx, |app, ctx| async move {
-        let (verdict, redis, postgres) = validate(&app, &ctx);
+        let (verdict, redis, postgres) = validate(&app, &ctx.caches);
         finish(&ctx, app.as_ref(), verdict, |s| {
             s.redis_store = Some(redis);
             s.postgres_store = Some(postgres);

@@ -36,7 +36,7 @@ pub const RESERVED_REDIS_DIRECTIVES: &[&str] = &[
 /// master fails. The operator creates the StatefulSets, ConfigMaps, auth Secret, Services
 /// (one always selecting the current master), PodDisruptionBudgets and backup CronJob, and
 /// moves the master Service to follow every failover.
-#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, PartialEq)]
+#[derive(CustomResource, KubeSchema, Serialize, Deserialize, Clone, Debug, Default, PartialEq)]
 #[kube(
     group = "guestbook-operator.dev",
     version = "v1alpha1",

@@ -1,0 +1,7 @@
+//! End-to-end tests against a real Kubernetes API server (the cluster in KUBECONFIG: the local
+//! control plane from e2e/cluster, or kind). Each test works in a namespace of its own.
+
+mod admission;
+mod leader;
+mod status;
+mod support;

@@ -1,0 +1,215 @@
+//! The operator reports kstatus status for every object, stalls on bad references without
+//! retrying hot, and writes nothing when nothing changed.
+
+use crate::support::{
+    Operator, TestNamespace, apply_yaml, client, condition, install_crds, kstatus, repo, wait_for,
+};
+use guestbook_operator::crd::{Guestbook, RedisSentinel, VoteApp};
+use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::events::v1::Event;
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, PostParams};
+use kube::{Api, ResourceExt};
+use std::time::Duration;
+
+const T: Duration = Duration::from_secs(30);
+
+async fn apply_examples(c: &kube::Client, ns: &str) -> Vec<(String, String)> {
+    let mut objs = Vec::new();
+    for entry in std::fs::read_dir(repo("manifests/examples")).expect("examples dir") {
+        let yaml = std::fs::read_to_string(entry.expect("entry").path()).expect("example");
+        let o = apply_yaml(c, ns, &yaml).await.expect("example accepted");
+        objs.push((o.types.expect("types").kind, o.metadata.name.expect("name")));
+    }
+    objs
+}
+
+#[tokio::test]
+async fn every_example_gets_kstatus_status_and_no_op_reconciles_write_nothing() {
+    let c = client().await;
+    install_crds(&c).await;
+    let ns = TestNamespace::new(&c, "status").await;
+    let objs = apply_examples(&c, &ns.name).await;
+    let op = Operator::start(&ns.name, "solo", &["--leader-election=false"]);
+    for (kind, name) in &objs {
+        let (ready, reason, observed, generation) =
+            wait_for(&format!("{kind} {name} status"), T, || {
+                kstatus(&c, &ns.name, kind, name)
+            })
+            .await;
+        assert!(
+            ready == "Unknown" || ready == "True",
+            "{kind} {name}: Ready={ready} ({reason})"
+        );
+        assert_eq!(observed, generation, "{kind} {name}: observedGeneration");
+    }
+    let (code, body) = op.get("/readyz").await.expect("readyz answers");
+    assert_eq!((code, body.as_str()), (200, "ok: leader, caches synced"));
+
+    // A spec change is observed: observedGeneration follows the generation.
+    let gb: Api<Guestbook> = Api::namespaced(c.clone(), &ns.name);
+    let patch = serde_json::json!({"spec": {"frontend": {"replicas": 4}}});
+    gb.patch("guestbook", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .expect("scale the guestbook");
+    wait_for("observedGeneration to follow", T, || async {
+        let (_, _, observed, generation) = kstatus(&c, &ns.name, "Guestbook", "guestbook").await?;
+        (observed == generation && generation > 1).then_some(())
+    })
+    .await;
+
+    // Settle, then wake the app controllers through their store watches: the reconciles run,
+    // but nothing about the apps changed, so their resourceVersions must not move.
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let va: Api<VoteApp> = Api::namespaced(c.clone(), &ns.name);
+    let before = (
+        gb.get("guestbook").await.expect("gb").resource_version(),
+        va.get("vote").await.expect("va").resource_version(),
+    );
+    let runs_before = op
+        .metric("guestbook_operator_reconciles_total", "kind=\"Guestbook\"")
+        .await;
+    let rs: Api<RedisSentinel> = Api::namespaced(c.clone(), &ns.name);
+    let touch = serde_json::json!({"metadata": {"labels": {"touched": "yes"}}});
+    rs.patch("cache", &PatchParams::default(), &Patch::Merge(&touch))
+        .await
+        .expect("label the RedisSentinel");
+    wait_for("the Guestbook to be reconciled again", T, || async {
+        (op.metric("guestbook_operator_reconciles_total", "kind=\"Guestbook\"")
+            .await
+            > runs_before)
+            .then_some(())
+    })
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    let after = (
+        gb.get("guestbook").await.expect("gb").resource_version(),
+        va.get("vote").await.expect("va").resource_version(),
+    );
+    assert_eq!(before, after, "a no-op reconcile wrote to the object");
+    assert_eq!(
+        op.metric("guestbook_operator_reconcile_errors_total", "")
+            .await,
+        0.0,
+        "{}",
+        op.log_text()
+    );
+}
+
+#[tokio::test]
+async fn a_missing_secret_stalls_once_then_recovers_when_created() {
+    let c = client().await;
+    install_crds(&c).await;
+    let ns = TestNamespace::new(&c, "secret").await;
+    let op = Operator::start(&ns.name, "solo", &["--leader-election=false"]);
+    let yaml = "apiVersion: guestbook-operator.dev/v1alpha1\nkind: RedisSentinel\nmetadata: {name: cache}\nspec:\n  auth:\n    existingSecret: {name: cache-auth}\n";
+    apply_yaml(&c, &ns.name, yaml).await.expect("accepted");
+    let (status, reason, message) = wait_for("Stalled", T, || {
+        condition(&c, &ns.name, "RedisSentinel", "cache", "Stalled")
+    })
+    .await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "SecretNotFound")
+    );
+    assert!(
+        message.contains("spec.auth.existingSecret") && message.contains("cache-auth"),
+        "{message}"
+    );
+    let ready = condition(&c, &ns.name, "RedisSentinel", "cache", "Ready")
+        .await
+        .expect("Ready");
+    assert_eq!(ready.0, "False");
+
+    // Stalled means waiting for a change, not retrying: the reconcile count stays put.
+    let runs = op
+        .metric(
+            "guestbook_operator_reconciles_total",
+            "kind=\"RedisSentinel\"",
+        )
+        .await;
+    tokio::time::sleep(Duration::from_secs(5)).await;
+    assert_eq!(
+        op.metric(
+            "guestbook_operator_reconciles_total",
+            "kind=\"RedisSentinel\""
+        )
+        .await,
+        runs,
+        "hot retry loop"
+    );
+
+    let events: Api<Event> = Api::namespaced(c.clone(), &ns.name);
+    let list = events.list(&ListParams::default()).await.expect("events");
+    let stalled: Vec<_> = list
+        .items
+        .iter()
+        .filter(|e| e.reason.as_deref() == Some("SecretNotFound"))
+        .collect();
+    assert_eq!(
+        stalled.len(),
+        1,
+        "one Warning event for the stall: {:?}",
+        list.items.iter().map(|e| &e.reason).collect::<Vec<_>>()
+    );
+
+    let secrets: Api<Secret> = Api::namespaced(c.clone(), &ns.name);
+    let mut s = Secret::default();
+    s.metadata.name = Some("cache-auth".into());
+    s.string_data = Some([("password".to_string(), "s3cret-for-tests".to_string())].into());
+    secrets
+        .create(&PostParams::default(), &s)
+        .await
+        .expect("create the Secret");
+    wait_for("recovery once the Secret exists", T, || async {
+        let stalled = condition(&c, &ns.name, "RedisSentinel", "cache", "Stalled").await;
+        let (ready, reason, ..) = kstatus(&c, &ns.name, "RedisSentinel", "cache").await?;
+        (stalled.is_none() && ready == "Unknown" && reason == "NotYetManaged").then_some(())
+    })
+    .await;
+}
+
+#[tokio::test]
+async fn a_second_voteapp_in_a_namespace_stalls_until_the_first_goes() {
+    let c = client().await;
+    install_crds(&c).await;
+    let ns = TestNamespace::new(&c, "conflict").await;
+    let _op = Operator::start(&ns.name, "solo", &["--leader-election=false"]);
+    let app = |name: &str| {
+        format!(
+            "apiVersion: guestbook-operator.dev/v1alpha1\nkind: VoteApp\nmetadata: {{name: {name}}}\nspec:\n  redis: {{name: queue}}\n  postgres: {{name: tally}}\n"
+        )
+    };
+    apply_yaml(&c, &ns.name, &app("first"))
+        .await
+        .expect("first accepted");
+    wait_for("first has status", T, || {
+        kstatus(&c, &ns.name, "VoteApp", "first")
+    })
+    .await;
+    tokio::time::sleep(Duration::from_millis(1100)).await; // creationTimestamp has 1 s resolution
+    apply_yaml(&c, &ns.name, &app("second"))
+        .await
+        .expect("second accepted");
+    let (_, reason, message) = wait_for("second Stalled", T, || {
+        condition(&c, &ns.name, "VoteApp", "second", "Stalled")
+    })
+    .await;
+    assert_eq!(reason, "NamespaceConflict");
+    assert!(message.contains("VoteApp \"first\""), "{message}");
+    // The first is not disturbed: it waits for its stores, it is not in conflict.
+    let (_, reason, _) = condition(&c, &ns.name, "VoteApp", "first", "Ready")
+        .await
+        .expect("first Ready condition");
+    assert_eq!(reason, "WaitingForStore");
+
+    let va: Api<VoteApp> = Api::namespaced(c.clone(), &ns.name);
+    va.delete("first", &DeleteParams::default())
+        .await
+        .expect("delete first");
+    wait_for("second to take over", T, || async {
+        let stalled = condition(&c, &ns.name, "VoteApp", "second", "Stalled").await;
+        let (_, reason, _) = condition(&c, &ns.name, "VoteApp", "second", "Ready").await?;
+        (stalled.is_none() && reason == "WaitingForStore").then_some(())
+    })
+    .await;
+}

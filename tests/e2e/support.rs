@@ -1,0 +1,344 @@
+//! What the e2e tests share: a client for the cluster in KUBECONFIG, a namespace per test, the
+//! operator binary as a child process, polling.
+
+use guestbook_operator::crd::{self, Guestbook, PatroniCluster, RedisSentinel, VoteApp};
+use k8s_openapi::api::core::v1::Namespace;
+use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
+use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::{Api, Client, Resource};
+use std::future::Future;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+pub const MANAGER: &str = "gbo-e2e";
+
+pub fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join(path)
+}
+
+/// A client for the cluster the suite was pointed at. Refuses to guess: no KUBECONFIG, no run.
+pub async fn client() -> Client {
+    assert!(
+        std::env::var_os("KUBECONFIG").is_some(),
+        "the e2e suite needs KUBECONFIG (run hack/test-all, or eval \"$(e2e/cluster up | tail -n1)\" first)"
+    );
+    Client::try_default()
+        .await
+        .expect("a client for the cluster in KUBECONFIG")
+}
+
+/// Installs (server-side apply) the committed CRDs and waits until they are served.
+pub async fn install_crds(client: &Client) {
+    let api: Api<CustomResourceDefinition> = Api::all(client.clone());
+    let params = PatchParams::apply(MANAGER).force();
+    for c in crd::all() {
+        let name = c.metadata.name.clone().expect("CRD name");
+        api.patch(&name, &params, &Patch::Apply(&c))
+            .await
+            .unwrap_or_else(|e| panic!("applying CRD {name}: {e}"));
+    }
+    for c in crd::all() {
+        let name = c.metadata.name.clone().expect("CRD name");
+        wait_for(
+            &format!("CRD {name} Established"),
+            Duration::from_secs(30),
+            || {
+                let api = api.clone();
+                let name = name.clone();
+                async move {
+                    let c = api.get(&name).await.ok()?;
+                    let established = c
+                        .status?
+                        .conditions?
+                        .iter()
+                        .any(|c| c.type_ == "Established" && c.status == "True");
+                    established.then_some(())
+                }
+            },
+        )
+        .await;
+    }
+}
+
+static SEQ: AtomicU32 = AtomicU32::new(0);
+
+/// A namespace of its own for one test, deleted when dropped.
+pub struct TestNamespace {
+    pub name: String,
+}
+
+impl TestNamespace {
+    pub async fn new(client: &Client, test: &str) -> Self {
+        let name = format!(
+            "e2e-{test}-{}-{}",
+            std::process::id(),
+            SEQ.fetch_add(1, Ordering::SeqCst)
+        );
+        let api: Api<Namespace> = Api::all(client.clone());
+        let mut ns = Namespace::default();
+        ns.metadata.name = Some(name.clone());
+        api.create(&PostParams::default(), &ns)
+            .await
+            .unwrap_or_else(|e| panic!("creating namespace {name}: {e}"));
+        Self { name }
+    }
+}
+
+impl Drop for TestNamespace {
+    fn drop(&mut self) {
+        if std::env::var_os("GBO_E2E_KEEP").is_some() {
+            eprintln!("keeping namespace {} (GBO_E2E_KEEP)", self.name);
+            return;
+        }
+        let name = self.name.clone();
+        // Drop cannot await; delete from a runtime of our own on another thread.
+        let _ = std::thread::spawn(move || {
+            let Ok(rt) = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+            else {
+                return;
+            };
+            rt.block_on(async {
+                if let Ok(c) = Client::try_default().await {
+                    let _ = Api::<Namespace>::all(c)
+                        .delete(&name, &DeleteParams::background())
+                        .await;
+                }
+            });
+        })
+        .join();
+    }
+}
+
+/// The ApiResource of one of our kinds, by kind name.
+pub fn api_resource(kind: &str) -> ApiResource {
+    match kind {
+        "RedisSentinel" => ApiResource::erase::<RedisSentinel>(&()),
+        "PatroniCluster" => ApiResource::erase::<PatroniCluster>(&()),
+        "Guestbook" => ApiResource::erase::<Guestbook>(&()),
+        "VoteApp" => ApiResource::erase::<VoteApp>(&()),
+        other => panic!("not one of our kinds: {other}"),
+    }
+}
+
+/// Server-side applies one YAML document into `ns` with strict field validation, as
+/// `kubectl apply --server-side` does.
+pub async fn apply_yaml(
+    client: &Client,
+    ns: &str,
+    yaml: &str,
+) -> Result<DynamicObject, kube::Error> {
+    let mut obj: DynamicObject =
+        serde_yaml_ng::from_str(yaml).expect("fixture parses as an object");
+    let kind = obj
+        .types
+        .as_ref()
+        .map(|t| t.kind.clone())
+        .unwrap_or_default();
+    let ar = api_resource(&kind);
+    obj.metadata.namespace = Some(ns.to_string());
+    let name = obj.metadata.name.clone().expect("fixture has a name");
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &ar);
+    api.patch(
+        &name,
+        &PatchParams::apply(MANAGER).force().validation_strict(),
+        &Patch::Apply(&obj),
+    )
+    .await
+}
+
+/// Polls `probe` until it yields a value; panics with `what` after `timeout`.
+pub async fn wait_for<T, F, Fut>(what: &str, timeout: Duration, mut probe: F) -> T
+where
+    F: FnMut() -> Fut,
+    Fut: Future<Output = Option<T>>,
+{
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = probe().await {
+            return v;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "timed out after {timeout:?} waiting for {what}"
+        );
+        tokio::time::sleep(Duration::from_millis(250)).await;
+    }
+}
+
+/// The operator binary running as a child process; stopped (SIGTERM, then SIGKILL) on drop.
+pub struct Operator {
+    child: Child,
+    pub addr: SocketAddr,
+    pub log: PathBuf,
+}
+
+fn free_port() -> SocketAddr {
+    let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
+    l.local_addr().expect("local addr")
+}
+
+impl Operator {
+    /// Starts `guestbook-operator run` watching `ns`, with its Lease in `ns`.
+    pub fn start(ns: &str, identity: &str, extra: &[&str]) -> Self {
+        let addr = free_port();
+        let log = repo(&format!("target/e2e-logs/{ns}-{identity}.log"));
+        std::fs::create_dir_all(log.parent().expect("log dir")).expect("create log dir");
+        let out = std::fs::File::create(&log).expect("create log file");
+        let err = out.try_clone().expect("clone log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_guestbook-operator"))
+            .args([
+                "run",
+                "--namespace",
+                ns,
+                "--http-addr",
+                &addr.to_string(),
+                "--leader-election-namespace",
+                ns,
+            ])
+            .args([
+                "--identity",
+                identity,
+                "--lease-duration-seconds",
+                "6",
+                "--renew-deadline-seconds",
+                "4",
+                "--retry-period-seconds",
+                "1",
+            ])
+            .args(extra)
+            .env("RUST_LOG", "info,guestbook_operator=debug")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(err)
+            .spawn()
+            .expect("start the operator binary");
+        Self { child, addr, log }
+    }
+
+    pub fn pid(&self) -> i32 {
+        i32::try_from(self.child.id()).expect("pid fits i32")
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status.
+    pub fn terminate(&mut self) -> std::process::ExitStatus {
+        // SAFETY: kill(2) on the PID of our own child process.
+        unsafe { libc::kill(self.pid(), libc::SIGTERM) };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return status;
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                return self.child.wait().expect("wait for killed operator");
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+
+    pub async fn get(&self, path: &str) -> Option<(u16, String)> {
+        http_get(self.addr, path).await
+    }
+
+    /// The value of an unlabelled metric, or the sum over a labelled family matching `labels`.
+    pub async fn metric(&self, name: &str, labels: &str) -> f64 {
+        let Some((200, body)) = self.get("/metrics").await else {
+            return f64::NAN;
+        };
+        body.lines()
+            .filter(|l| l.starts_with(name) && l.contains(labels))
+            .filter(|l| l[name.len()..].starts_with([' ', '{']))
+            .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+            .sum()
+    }
+
+    pub fn log_text(&self) -> String {
+        std::fs::read_to_string(&self.log).unwrap_or_default()
+    }
+}
+
+impl Drop for Operator {
+    fn drop(&mut self) {
+        if matches!(self.child.try_wait(), Ok(None)) {
+            self.terminate();
+        }
+    }
+}
+
+/// A plain HTTP/1.1 GET on loopback: (status, body).
+pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
+        .await
+        .ok()?
+        .ok()?;
+    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    s.write_all(req.as_bytes()).await.ok()?;
+    let mut buf = Vec::new();
+    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
+        .await
+        .ok()?
+        .ok()?;
+    let text = String::from_utf8_lossy(&buf).to_string();
+    let status = text.split_whitespace().nth(1)?.parse().ok()?;
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_string())
+        .unwrap_or_default();
+    Some((status, body))
+}
+
+/// The Ready condition and observedGeneration of an object of ours, as (status, reason, observedGeneration, generation).
+pub async fn kstatus(
+    client: &Client,
+    ns: &str,
+    kind: &str,
+    name: &str,
+) -> Option<(String, String, i64, i64)> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &api_resource(kind));
+    let o = api.get(name).await.ok()?;
+    let generation = o.meta().generation?;
+    let status = o.data.get("status")?;
+    let observed = status.get("observedGeneration")?.as_i64()?;
+    let ready = status
+        .get("conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == "Ready")?;
+    Some((
+        ready["status"].as_str()?.to_string(),
+        ready["reason"].as_str()?.to_string(),
+        observed,
+        generation,
+    ))
+}
+
+/// The condition `type_` of an object of ours, as (status, reason, message).
+pub async fn condition(
+    client: &Client,
+    ns: &str,
+    kind: &str,
+    name: &str,
+    type_: &str,
+) -> Option<(String, String, String)> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &api_resource(kind));
+    let o = api.get(name).await.ok()?;
+    let c = o
+        .data
+        .get("status")?
+        .get("conditions")?
+        .as_array()?
+        .iter()
+        .find(|c| c["type"] == type_)?
+        .clone();
+    Some((
+        c["status"].as_str()?.to_string(),
+        c["reason"].as_str()?.to_string(),
+        c["message"].as_str()?.to_string(),
+    ))
+}

@@ -1,0 +1,213 @@
+//! Validation is pure: YAML fixtures in, verdicts out, no cluster.
+
+use guestbook_operator::context::Caches;
+use guestbook_operator::controllers::{
+    SecretRef, guestbook, patroni_cluster, redis_sentinel, vote_app,
+};
+use guestbook_operator::crd::{Guestbook, PatroniCluster, RedisSentinel, VoteApp};
+use guestbook_operator::k8s::conditions::Health;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use serde::de::DeserializeOwned;
+use std::path::Path;
+
+fn load<K: DeserializeOwned>(path: &str) -> Vec<K> {
+    let full = Path::new(env!("CARGO_MANIFEST_DIR")).join(path);
+    let text = std::fs::read_to_string(&full).unwrap_or_else(|e| panic!("{}: {e}", full.display()));
+    serde_yaml_ng::Deserializer::from_str(&text)
+        .map(|doc| K::deserialize(doc).unwrap_or_else(|e| panic!("{}: {e}", full.display())))
+        .collect()
+}
+
+fn one<K: DeserializeOwned>(path: &str) -> K {
+    load::<K>(path)
+        .into_iter()
+        .next()
+        .expect("fixture has a document")
+}
+
+fn reason(h: &Health) -> &str {
+    h.reason()
+}
+
+#[test]
+fn redis_with_missing_secret_stalls_naming_the_field() {
+    let rs: RedisSentinel = one("tests/fixtures/valid/redis-existing-secret.yaml");
+    let world = redis_sentinel::World {
+        auth_secret: Some(SecretRef::MissingSecret),
+    };
+    let v = redis_sentinel::validate(&rs, &world);
+    assert!(matches!(v.health, Health::Stalled { .. }), "{v:?}");
+    assert_eq!(reason(&v.health), "SecretNotFound");
+    assert!(
+        v.health.message().contains("spec.auth.existingSecret"),
+        "{}",
+        v.health.message()
+    );
+    assert!(v.health.message().contains("cache-password"));
+
+    let world = redis_sentinel::World {
+        auth_secret: Some(SecretRef::MissingKey),
+    };
+    assert_eq!(
+        reason(&redis_sentinel::validate(&rs, &world).health),
+        "SecretKeyNotFound"
+    );
+
+    let world = redis_sentinel::World {
+        auth_secret: Some(SecretRef::Present),
+    };
+    let v = redis_sentinel::validate(&rs, &world);
+    assert!(matches!(v.health, Health::Unknown { .. }), "{v:?}");
+    assert!(v.extras.is_empty(), "auth is on: no warning expected");
+}
+
+#[test]
+fn redis_without_auth_carries_a_warning_condition() {
+    let gb: Guestbook = one("manifests/examples/guestbook.yaml");
+    let inline = gb.spec.redis.spec.expect("the example has an inline store");
+    let rs = RedisSentinel::new("guestbook-redis", *inline);
+    let v = redis_sentinel::validate(&rs, &redis_sentinel::World::default());
+    let warn = v
+        .extras
+        .iter()
+        .find(|e| e.type_ == "AuthDisabled")
+        .expect("AuthDisabled condition");
+    assert!(warn.status);
+    assert!(warn.message.contains("spec.auth.enabled"));
+}
+
+#[test]
+fn patroni_reports_the_first_missing_reference() {
+    let pc: PatroniCluster = one("tests/fixtures/valid/patroni-references.yaml");
+    let mut world = patroni_cluster::World {
+        secrets: vec![
+            (
+                "spec.auth.superuserSecretName".into(),
+                "pg-admin".into(),
+                SecretRef::Present,
+            ),
+            (
+                "spec.users[0].secretName".into(),
+                "app-password".into(),
+                SecretRef::MissingSecret,
+            ),
+        ],
+        storage_class: Some(("fast-ssd".into(), false)),
+        bootstrap_claim: Some(("old-backups".into(), false)),
+    };
+    let v = patroni_cluster::validate(&pc, &world);
+    assert_eq!(reason(&v.health), "SecretNotFound");
+    assert!(
+        v.health.message().starts_with("spec.users[0].secretName"),
+        "{}",
+        v.health.message()
+    );
+
+    world.secrets[1].2 = SecretRef::Present;
+    let v = patroni_cluster::validate(&pc, &world);
+    assert_eq!(reason(&v.health), "StorageClassNotFound");
+    assert!(v.health.message().contains("fast-ssd"));
+
+    world.storage_class = Some(("fast-ssd".into(), true));
+    let v = patroni_cluster::validate(&pc, &world);
+    assert_eq!(reason(&v.health), "BackupClaimNotFound");
+    assert!(
+        v.health
+            .message()
+            .contains("spec.bootstrap.fromBackup.claimName")
+    );
+
+    world.bootstrap_claim = Some(("old-backups".into(), true));
+    assert!(matches!(
+        patroni_cluster::validate(&pc, &world).health,
+        Health::Unknown { .. }
+    ));
+}
+
+#[test]
+fn patroni_stock_credentials_are_flagged() {
+    let app: VoteApp = one("manifests/examples/voteapp.yaml");
+    let pc = PatroniCluster::new("vote-db", *app.spec.postgres.spec.expect("inline postgres"));
+    let v = patroni_cluster::validate(&pc, &patroni_cluster::World::default());
+    assert!(
+        v.extras
+            .iter()
+            .any(|e| e.type_ == "InsecureCredentials" && e.status)
+    );
+}
+
+#[test]
+fn only_the_oldest_guestbook_in_a_namespace_proceeds() {
+    let all: Vec<Guestbook> = load("tests/fixtures/valid/guestbooks-same-namespace.yaml");
+    let cache = RedisSentinel::new("cache", Default::default());
+    let mut cache = cache;
+    cache.metadata.namespace = Some("shop".into());
+    let caches = Caches::from_objects(vec![cache], vec![], all.clone(), vec![]);
+    let by_name = |n: &str| {
+        all.iter()
+            .find(|g| g.metadata.name.as_deref() == Some(n))
+            .expect("fixture")
+    };
+
+    let (v, store) = guestbook::validate(by_name("second"), &caches);
+    assert_eq!(reason(&v.health), "NamespaceConflict");
+    assert!(
+        v.health.message().contains("Guestbook \"first\""),
+        "{}",
+        v.health.message()
+    );
+    assert_eq!(store, "cache");
+
+    let (v, _) = guestbook::validate(by_name("first"), &caches);
+    assert_eq!(reason(&v.health), "NotYetManaged", "{v:?}");
+
+    // Another namespace is independent, and an inline store is named after the app.
+    let (v, store) = guestbook::validate(by_name("elsewhere"), &caches);
+    assert_eq!(reason(&v.health), "NotYetManaged");
+    assert_eq!(store, "elsewhere-redis");
+}
+
+#[test]
+fn a_referenced_store_that_does_not_exist_is_waited_for() {
+    let all: Vec<Guestbook> = load("tests/fixtures/valid/guestbooks-same-namespace.yaml");
+    let first = all
+        .iter()
+        .find(|g| g.metadata.name.as_deref() == Some("first"))
+        .expect("fixture")
+        .clone();
+    let caches = Caches::from_objects(vec![], vec![], vec![first.clone()], vec![]);
+    let (v, _) = guestbook::validate(&first, &caches);
+    assert!(matches!(v.health, Health::Progressing { .. }), "{v:?}");
+    assert_eq!(reason(&v.health), "WaitingForStore");
+    assert!(v.health.message().contains("spec.redis.name"));
+}
+
+#[test]
+fn an_inline_store_never_takes_over_a_foreign_one() {
+    let mut app: VoteApp = one("manifests/examples/voteapp.yaml");
+    app.metadata.namespace = Some("polls".into());
+    app.metadata.uid = Some("u-vote".into());
+    let mut foreign = RedisSentinel::new("vote-redis", Default::default());
+    foreign.metadata.namespace = Some("polls".into());
+    let caches = Caches::from_objects(vec![foreign.clone()], vec![], vec![], vec![app.clone()]);
+    let (v, redis, postgres) = vote_app::validate(&app, &caches);
+    assert_eq!(reason(&v.health), "StoreNameTaken");
+    assert!(v.health.message().contains("spec.redis"));
+    assert_eq!(
+        (redis.as_str(), postgres.as_str()),
+        ("vote-redis", "vote-db")
+    );
+
+    // The same store, owned by this app, is its own.
+    foreign.metadata.owner_references = Some(vec![OwnerReference {
+        api_version: "guestbook-operator.dev/v1alpha1".into(),
+        kind: "VoteApp".into(),
+        name: "vote".into(),
+        uid: "u-vote".into(),
+        controller: Some(true),
+        block_owner_deletion: Some(true),
+    }]);
+    let caches = Caches::from_objects(vec![foreign], vec![], vec![], vec![app.clone()]);
+    let (v, _, _) = vote_app::validate(&app, &caches);
+    assert_eq!(reason(&v.health), "NotYetManaged", "{v:?}");
+}
