@@ -195,27 +195,12 @@ async fn run_controllers(
         Recorder::new(client, reporter),
     ));
     let stop = || shutdown_signal(shutdown.clone());
+    use controllers::{guestbook as g, patroni_cluster as p, redis_sentinel as r, vote_app as v};
     let runs = futures::future::join4(
-        drive(
-            rs.graceful_shutdown_on(stop()),
-            controllers::redis_sentinel::reconcile,
-            ctx.clone(),
-        ),
-        drive(
-            pc.graceful_shutdown_on(stop()),
-            controllers::patroni_cluster::reconcile,
-            ctx.clone(),
-        ),
-        drive(
-            gb.graceful_shutdown_on(stop()),
-            controllers::guestbook::reconcile,
-            ctx.clone(),
-        ),
-        drive(
-            va.graceful_shutdown_on(stop()),
-            controllers::vote_app::reconcile,
-            ctx.clone(),
-        ),
+        drive(rs.graceful_shutdown_on(stop()), r::reconcile, ctx.clone()),
+        drive(pc.graceful_shutdown_on(stop()), p::reconcile, ctx.clone()),
+        drive(gb.graceful_shutdown_on(stop()), g::reconcile, ctx.clone()),
+        drive(va.graceful_shutdown_on(stop()), v::reconcile, ctx.clone()),
     );
     futures::future::join(runs, synced.boxed()).await;
 }

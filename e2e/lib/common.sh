@@ -97,6 +97,22 @@ wait_for() {
   done
 }
 
+# wait_started NAME DESCRIPTION TIMEOUT_SECONDS CMD...: like wait_for, but gives up at once
+# when the process started as NAME has exited (its log says why).
+wait_started() {
+  local name="$1" what="$2" timeout="$3"; shift 3
+  local deadline=$(( $(date +%s) + timeout ))
+  until "$@" >/dev/null 2>&1; do
+    if ! proc_alive "$name"; then
+      err "$name exited while waiting for $what; last lines of $GBO_STATE/logs/$name.log:"
+      tail -n 15 "$GBO_STATE/logs/$name.log" >&2 || true
+      return 1
+    fi
+    if [ "$(date +%s)" -ge "$deadline" ]; then err "timed out after ${timeout}s waiting for $what"; return 1; fi
+    sleep 0.3
+  done
+}
+
 as_root() { if [ "$(id -u)" -eq 0 ]; then "$@"; else sudo "$@"; fi; }
 
 # Debian packages the cluster needs; installed once, idempotently.

@@ -2,31 +2,17 @@
 //! report status.
 
 use super::apps::{namespace_conflict, resolve_binding};
-use super::{Managed, Verdict, finish, instrumented, not_yet_managed};
+use super::{Managed, Verdict, finish, instrumented, not_yet_managed, referrers};
 use crate::context::{Caches, Context, scoped_api};
-use crate::crd::guestbook::GuestbookStatus;
 use crate::crd::{Guestbook, RedisSentinel};
 use crate::error::Result;
-use crate::k8s::status::KStatus;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
 use std::sync::Arc;
 
 impl Managed for Guestbook {
     const KIND: &'static str = "Guestbook";
-}
-
-impl KStatus for GuestbookStatus {
-    fn conditions(&self) -> &[Condition] {
-        &self.conditions
-    }
-    fn set_kstatus(&mut self, observed_generation: Option<i64>, conditions: Vec<Condition>) {
-        self.observed_generation = observed_generation;
-        self.conditions = conditions;
-    }
 }
 
 /// Pure validation against the cached view of the namespace. Returns the verdict and the
@@ -61,30 +47,16 @@ pub fn controller(client: &Client, namespace: Option<&str>) -> Controller<Guestb
     let wc = watcher::Config::default();
     let ctl = Controller::new(scoped_api::<Guestbook>(client, namespace), wc.clone());
     let (by_store, by_sibling) = (ctl.store(), ctl.store());
-    ctl.watches(
-        scoped_api::<RedisSentinel>(client, namespace),
-        wc.clone(),
-        move |rs| {
-            let ns = rs.namespace();
-            by_store
-                .state()
-                .into_iter()
-                .filter(|gb| gb.namespace() == ns)
-                .map(|gb| ObjectRef::from_obj(gb.as_ref()))
-                .collect::<Vec<_>>()
-        },
-    )
+    let stores = scoped_api::<RedisSentinel>(client, namespace);
+    ctl.watches(stores, wc.clone(), move |rs| {
+        referrers(&by_store, rs.namespace(), |_| true)
+    })
     .watches(
         scoped_api::<Guestbook>(client, namespace),
         wc,
         move |changed| {
-            let ns = changed.namespace();
-            by_sibling
-                .state()
-                .into_iter()
-                .filter(|gb| gb.namespace() == ns && gb.name_any() != changed.name_any())
-                .map(|gb| ObjectRef::from_obj(gb.as_ref()))
-                .collect::<Vec<_>>()
+            let name = changed.name_any();
+            referrers(&by_sibling, changed.namespace(), |gb| gb.name_any() != name)
         },
     )
 }

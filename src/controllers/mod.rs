@@ -17,6 +17,7 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::object::HasStatus;
 use kube::runtime::controller::Action;
 use kube::runtime::events::{Event, EventType};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Resource, ResourceExt};
 use serde::de::DeserializeOwned;
 use std::fmt::Debug;
@@ -190,6 +191,24 @@ where
         obj.namespace().unwrap_or_default(),
         obj.name_any()
     )
+}
+
+/// Every cached object in `namespace` for which `refers` holds, as reconcile requests: how a
+/// change to something an object points at wakes that object.
+pub fn referrers<K>(
+    store: &Store<K>,
+    namespace: Option<String>,
+    refers: impl Fn(&K) -> bool,
+) -> Vec<ObjectRef<K>>
+where
+    K: Resource<DynamicType = ()> + Clone + 'static,
+{
+    store
+        .state()
+        .into_iter()
+        .filter(|o| o.meta().namespace == namespace && refers(o))
+        .map(|o| ObjectRef::from_obj(o.as_ref()))
+        .collect()
 }
 
 /// What a referenced Secret key looks like from here.

@@ -1,35 +1,23 @@
 //! The PatroniCluster controller. Today: dereference Secrets, claims and the StorageClass,
 //! validate, report status.
 
-use super::{Managed, SecretRef, Verdict, check_secret, finish, instrumented, not_yet_managed};
+use super::{
+    Managed, SecretRef, Verdict, check_secret, finish, instrumented, not_yet_managed, referrers,
+};
 use crate::context::{Context, scoped_api};
 use crate::crd::PatroniCluster;
-use crate::crd::patroni_cluster::PatroniClusterStatus;
 use crate::error::Result;
 use crate::k8s::conditions::{Extra, Health};
-use crate::k8s::status::KStatus;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::api::storage::v1::StorageClass;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
 use std::sync::Arc;
 
 impl Managed for PatroniCluster {
     const KIND: &'static str = "PatroniCluster";
-}
-
-impl KStatus for PatroniClusterStatus {
-    fn conditions(&self) -> &[Condition] {
-        &self.conditions
-    }
-    fn set_kstatus(&mut self, observed_generation: Option<i64>, conditions: Vec<Condition>) {
-        self.observed_generation = observed_generation;
-        self.conditions = conditions;
-    }
 }
 
 /// What the spec points at, as found in the cluster. Each entry: (spec field, name, found).
@@ -136,39 +124,21 @@ pub fn controller(client: &Client, namespace: Option<&str>) -> Controller<Patron
     let wc = watcher::Config::default();
     let ctl = Controller::new(scoped_api::<PatroniCluster>(client, namespace), wc.clone());
     let (by_secret, by_claim) = (ctl.store(), ctl.store());
-    ctl.watches(
-        scoped_api::<PartialObjectMeta<Secret>>(client, namespace),
-        wc.clone(),
-        move |secret| {
-            let (ns, name) = (secret.namespace(), secret.name_any());
-            by_secret
-                .state()
-                .into_iter()
-                .filter(|pc| {
-                    pc.namespace() == ns && referenced_secrets(pc).iter().any(|(_, s)| *s == name)
-                })
-                .map(|pc| ObjectRef::from_obj(pc.as_ref()))
-                .collect::<Vec<_>>()
-        },
-    )
-    .watches(
-        scoped_api::<PartialObjectMeta<PersistentVolumeClaim>>(client, namespace),
-        wc,
-        move |claim| {
-            let (ns, name) = (claim.namespace(), claim.name_any());
-            by_claim
-                .state()
-                .into_iter()
-                .filter(|pc| {
-                    pc.namespace() == ns
-                        && pc
-                            .spec
-                            .bootstrap
-                            .as_ref()
-                            .is_some_and(|b| b.from_backup.claim_name == name)
-                })
-                .map(|pc| ObjectRef::from_obj(pc.as_ref()))
-                .collect::<Vec<_>>()
-        },
-    )
+    let secrets = scoped_api::<PartialObjectMeta<Secret>>(client, namespace);
+    let claims = scoped_api::<PartialObjectMeta<PersistentVolumeClaim>>(client, namespace);
+    ctl.watches(secrets, wc.clone(), move |secret| {
+        let name = secret.name_any();
+        referrers(&by_secret, secret.namespace(), |pc| {
+            referenced_secrets(pc).iter().any(|(_, s)| *s == name)
+        })
+    })
+    .watches(claims, wc, move |claim| {
+        let name = claim.name_any();
+        referrers(&by_claim, claim.namespace(), |pc| {
+            pc.spec
+                .bootstrap
+                .as_ref()
+                .is_some_and(|b| b.from_backup.claim_name == name)
+        })
+    })
 }

@@ -1,33 +1,21 @@
 //! The RedisSentinel controller. Today: dereference the auth Secret, validate, report status.
 
-use super::{Managed, SecretRef, Verdict, check_secret, finish, instrumented, not_yet_managed};
+use super::{
+    Managed, SecretRef, Verdict, check_secret, finish, instrumented, not_yet_managed, referrers,
+};
 use crate::context::{Context, scoped_api};
 use crate::crd::RedisSentinel;
-use crate::crd::redis_sentinel::RedisSentinelStatus;
 use crate::error::Result;
 use crate::k8s::conditions::{Extra, Health};
-use crate::k8s::status::KStatus;
 use k8s_openapi::api::core::v1::Secret;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::core::PartialObjectMeta;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::ObjectRef;
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
 use std::sync::Arc;
 
 impl Managed for RedisSentinel {
     const KIND: &'static str = "RedisSentinel";
-}
-
-impl KStatus for RedisSentinelStatus {
-    fn conditions(&self) -> &[Condition] {
-        &self.conditions
-    }
-    fn set_kstatus(&mut self, observed_generation: Option<i64>, conditions: Vec<Condition>) {
-        self.observed_generation = observed_generation;
-        self.conditions = conditions;
-    }
 }
 
 /// What the spec points at, as found in the cluster.
@@ -94,25 +82,15 @@ pub fn controller(client: &Client, namespace: Option<&str>) -> Controller<RedisS
     let wc = watcher::Config::default();
     let ctl = Controller::new(scoped_api::<RedisSentinel>(client, namespace), wc.clone());
     let store = ctl.store();
-    ctl.watches(
-        scoped_api::<PartialObjectMeta<Secret>>(client, namespace),
-        wc,
-        move |secret| {
-            let (ns, name) = (secret.namespace(), secret.name_any());
-            store
-                .state()
-                .into_iter()
-                .filter(|rs| {
-                    rs.namespace() == ns
-                        && rs
-                            .spec
-                            .auth
-                            .existing_secret
-                            .as_ref()
-                            .is_some_and(|s| s.name == name)
-                })
-                .map(|rs| ObjectRef::from_obj(rs.as_ref()))
-                .collect::<Vec<_>>()
-        },
-    )
+    let secrets = scoped_api::<PartialObjectMeta<Secret>>(client, namespace);
+    ctl.watches(secrets, wc, move |secret| {
+        let name = secret.name_any();
+        referrers(&store, secret.namespace(), |rs| {
+            rs.spec
+                .auth
+                .existing_secret
+                .as_ref()
+                .is_some_and(|s| s.name == name)
+        })
+    })
 }

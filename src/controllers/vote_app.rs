@@ -2,31 +2,17 @@
 //! is free, report status.
 
 use super::apps::{namespace_conflict, resolve_binding};
-use super::{Managed, Verdict, finish, instrumented, not_yet_managed};
+use super::{Managed, Verdict, finish, instrumented, not_yet_managed, referrers};
 use crate::context::{Caches, Context, scoped_api};
-use crate::crd::vote_app::VoteAppStatus;
 use crate::crd::{PatroniCluster, RedisSentinel, VoteApp};
 use crate::error::Result;
-use crate::k8s::status::KStatus;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::runtime::controller::Action;
-use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
 use std::sync::Arc;
 
 impl Managed for VoteApp {
     const KIND: &'static str = "VoteApp";
-}
-
-impl KStatus for VoteAppStatus {
-    fn conditions(&self) -> &[Condition] {
-        &self.conditions
-    }
-    fn set_kstatus(&mut self, observed_generation: Option<i64>, conditions: Vec<Condition>) {
-        self.observed_generation = observed_generation;
-        self.conditions = conditions;
-    }
 }
 
 /// Pure validation against the cached view of the namespace. Returns the verdict and the
@@ -67,35 +53,21 @@ pub async fn reconcile(app: Arc<VoteApp>, ctx: Arc<Context>) -> Result<Action> {
     .await
 }
 
-fn same_namespace(
-    apps: &Store<VoteApp>,
-    ns: Option<String>,
-    except: Option<&str>,
-) -> Vec<ObjectRef<VoteApp>> {
-    apps.state()
-        .into_iter()
-        .filter(|a| a.namespace() == ns && Some(a.name_any().as_str()) != except)
-        .map(|a| ObjectRef::from_obj(a.as_ref()))
-        .collect()
-}
-
 /// The controller, also woken when a store or another VoteApp in the namespace changes.
 pub fn controller(client: &Client, namespace: Option<&str>) -> Controller<VoteApp> {
     let wc = watcher::Config::default();
     let ctl = Controller::new(scoped_api::<VoteApp>(client, namespace), wc.clone());
     let (a, b, c) = (ctl.store(), ctl.store(), ctl.store());
-    ctl.watches(
-        scoped_api::<RedisSentinel>(client, namespace),
-        wc.clone(),
-        move |s| same_namespace(&a, s.namespace(), None),
-    )
-    .watches(
-        scoped_api::<PatroniCluster>(client, namespace),
-        wc.clone(),
-        move |s| same_namespace(&b, s.namespace(), None),
-    )
+    let redis = scoped_api::<RedisSentinel>(client, namespace);
+    let postgres = scoped_api::<PatroniCluster>(client, namespace);
+    ctl.watches(redis, wc.clone(), move |s| {
+        referrers(&a, s.namespace(), |_| true)
+    })
+    .watches(postgres, wc.clone(), move |s| {
+        referrers(&b, s.namespace(), |_| true)
+    })
     .watches(scoped_api::<VoteApp>(client, namespace), wc, move |v| {
         let name = v.name_any();
-        same_namespace(&c, v.namespace(), Some(&name))
+        referrers(&c, v.namespace(), |a| a.name_any() != name)
     })
 }

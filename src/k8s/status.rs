@@ -17,6 +17,33 @@ pub trait KStatus: Clone + Default + PartialEq + Serialize + Debug {
     fn set_kstatus(&mut self, observed_generation: Option<i64>, conditions: Vec<Condition>);
 }
 
+/// Implements [`KStatus`] for status structs with `observed_generation` and `conditions` fields.
+#[macro_export]
+macro_rules! impl_kstatus {
+    ($($status:ty),+ $(,)?) => {$(
+        impl $crate::k8s::status::KStatus for $status {
+            fn conditions(&self) -> &[k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition] {
+                &self.conditions
+            }
+            fn set_kstatus(
+                &mut self,
+                observed_generation: Option<i64>,
+                conditions: Vec<k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition>,
+            ) {
+                self.observed_generation = observed_generation;
+                self.conditions = conditions;
+            }
+        }
+    )+};
+}
+
+impl_kstatus!(
+    crate::crd::redis_sentinel::RedisSentinelStatus,
+    crate::crd::patroni_cluster::PatroniClusterStatus,
+    crate::crd::guestbook::GuestbookStatus,
+    crate::crd::vote_app::VoteAppStatus,
+);
+
 /// Writes `desired` as the status of `obj` unless it already is. Returns whether it wrote.
 pub async fn apply_status<K>(api: &Api<K>, obj: &K, desired: &K::Status) -> Result<bool>
 where
