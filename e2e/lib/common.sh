@@ -9,6 +9,15 @@ ETCD_BIN="$GBO_CACHE/bin/etcd-v$ETCD_VERSION"
 KWOK_BIN="$GBO_CACHE/bin/kwok-v$KWOK_VERSION"
 HELM_BIN="$GBO_CACHE/bin/helm-v$HELM_VERSION"
 KUBECONFIG_PATH="$GBO_STATE/kubeconfig"
+REPO_ROOT="$(cd "$E2E_DIR/.." && pwd)"
+PODRUNNER_BIN="${CARGO_TARGET_DIR:-$REPO_ROOT/target}/debug/gbo-podrunner"
+PODRUNNER_STATE="$GBO_STATE/podrunner"
+# Programs run inside pods as non-root users must be readable by them: not under a home
+# directory, and on the system Python (a pyenv interpreter lives under /root).
+GBO_SHARED_CACHE="${GBO_SHARED_CACHE:-/var/cache/guestbook-operator}"
+PATRONI_VENV="$GBO_SHARED_CACHE/venv/patroni-$PATRONI_VERSION"
+# Debian 12 ships PostgreSQL 15; pods asking for another major version get 15 under that path.
+PG_HOST_VERSION=15
 
 # Control-plane ports, all on 127.0.0.1. etcd avoids 2379 so that a system etcd
 # on the same machine does not clash.
@@ -74,14 +83,15 @@ start_proc() {
   if [ -r "/proc/$pid/cmdline" ]; then tr '\0' ' ' < "/proc/$pid/cmdline" | cut -c1-4096 > "$(pidfile "$name").cmd"; fi
 }
 
-# stop NAME: SIGTERM, then SIGKILL after a grace period, by recorded PID only.
+# stop NAME [GRACE_SECONDS]: SIGTERM, then SIGKILL after the grace period (5 s), by
+# recorded PID only.
 stop_proc() {
-  local name="$1" f pid i; f=$(pidfile "$name")
+  local name="$1" grace="${2:-5}" f pid i; f=$(pidfile "$name")
   [ -f "$f" ] || return 0
   pid=$(cat "$f")
   if proc_alive "$name"; then
     kill -TERM "$pid" 2>/dev/null || true
-    for i in $(seq 1 50); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
+    for i in $(seq 1 $(( grace * 10 ))); do [ -d "/proc/$pid" ] || break; sleep 0.1; done
     if [ -d "/proc/$pid" ]; then kill -KILL "$pid" 2>/dev/null || true; fi
   fi
   rm -f "$f" "$f.cmd"
@@ -123,6 +133,14 @@ ensure_packages() {
   command -v socat >/dev/null || missing+=(socat)
   command -v curl >/dev/null || missing+=(curl)
   command -v setsid >/dev/null || missing+=(util-linux)
+  # The real programs behind store pods.
+  command -v redis-server >/dev/null || missing+=(redis-server)
+  command -v redis-sentinel >/dev/null || missing+=(redis-sentinel)
+  command -v redis-cli >/dev/null || missing+=(redis-tools)
+  [ -x "/usr/lib/postgresql/$PG_HOST_VERSION/bin/postgres" ] || missing+=("postgresql-$PG_HOST_VERSION")
+  command -v psql >/dev/null || missing+=("postgresql-client-$PG_HOST_VERSION")
+  command -v nsenter >/dev/null || missing+=(util-linux)
+  /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3 python3-venv)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing Debian packages: ${missing[*]}"
   as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
@@ -136,4 +154,19 @@ ensure_go() {
   if [ "$major" -lt 1 ] || { [ "$major" -eq 1 ] && [ "$minor" -lt 26 ]; }; then
     die "Go $v is too old: Kubernetes v$K8S_VERSION needs Go >= 1.26"
   fi
+}
+
+# Patroni (and the PostgreSQL driver it uses) in a virtualenv cached by version. A venv
+# cannot be moved (its scripts name their interpreter by path), so completion is marked by a
+# stamp file instead of a rename.
+ensure_patroni() {
+  [ -f "$PATRONI_VENV/.complete" ] && return 0
+  log "installing Patroni $PATRONI_VERSION into $PATRONI_VENV"
+  rm -rf "$PATRONI_VENV"
+  as_root mkdir -p "$(dirname "$PATRONI_VENV")"
+  as_root /usr/bin/python3 -m venv "$PATRONI_VENV"
+  as_root "$PATRONI_VENV/bin/pip" install -q --disable-pip-version-check \
+    "patroni[kubernetes]==$PATRONI_VERSION" "psycopg[binary]==$PSYCOPG_VERSION"
+  as_root chmod -R a+rX "$PATRONI_VENV"
+  as_root touch "$PATRONI_VENV/.complete"
 }

@@ -59,6 +59,7 @@ YAML
   wait_for "smoke StatefulSet claim Bound" 60 smoke_claim_bound "$ns" || return 1
   kc -n "$ns" rollout status statefulset/smoke --timeout=60s >/dev/null || { err "smoke: StatefulSet pod did not become Ready"; return 1; }
   log "smoke: StatefulSet pod Ready with a Bound claim"
+  smoke_real_pod "$ns" || return 1
   wait_for "a Job of the smoke CronJob to complete" 90 smoke_job_complete "$ns" || return 1
   log "smoke: CronJob's Job completed"
   kc delete namespace "$ns" --wait=false >/dev/null
@@ -71,4 +72,42 @@ smoke_claim_bound() {
 
 smoke_job_complete() {
   kc -n "$1" get jobs -o jsonpath='{range .items[*]}{.status.conditions[?(@.type=="Complete")].status}{"\n"}{end}' | grep -q '^True$'
+}
+
+# A pod the runner runs for real: redis-server in its own network namespace, Ready by a real
+# exec probe, in its Service's EndpointSlice, answering on its address and nowhere else.
+smoke_real_pod() {
+  local ns="$1" ip
+  kc -n "$ns" apply -f - >/dev/null <<'YAML'
+apiVersion: v1
+kind: Pod
+metadata: {name: smoke-redis, labels: {app: smoke-redis}}
+spec:
+  containers:
+  - name: redis
+    image: docker.io/library/redis:7.2
+    command: [redis-server, --save, "", --appendonly, "no", --protected-mode, "no"]
+    ports: [{containerPort: 6379, name: redis}]
+    readinessProbe:
+      exec: {command: [redis-cli, ping]}
+      periodSeconds: 1
+---
+apiVersion: v1
+kind: Service
+metadata: {name: smoke-redis}
+spec:
+  selector: {app: smoke-redis}
+  ports: [{port: 6379, targetPort: redis}]
+YAML
+  kc -n "$ns" wait --for=condition=Ready pod/smoke-redis --timeout=60s >/dev/null ||
+    { err "smoke: the real redis pod did not become Ready"; return 1; }
+  ip=$(kc -n "$ns" get pod smoke-redis -o jsonpath='{.status.podIP}')
+  [ "$(redis-cli -h "$ip" ping 2>/dev/null)" = PONG ] || { err "smoke: redis does not answer on $ip"; return 1; }
+  wait_for "the smoke Service's EndpointSlice to hold $ip" 30 smoke_endpoint "$ns" "$ip" || return 1
+  log "smoke: real redis pod Ready at $ip and in its EndpointSlice"
+}
+
+smoke_endpoint() {
+  kc -n "$1" get endpointslices -l kubernetes.io/service-name=smoke-redis \
+    -o jsonpath='{range .items[*].endpoints[*]}{.addresses[0]}{"\n"}{end}' | grep -qx "$2"
 }

@@ -3,5 +3,7 @@
 
 mod admission;
 mod leader;
+mod real;
+mod runner;
 mod status;
 mod support;

@@ -4,8 +4,11 @@
 use guestbook_operator::crd::{self, Guestbook, PatroniCluster, RedisSentinel, VoteApp};
 use k8s_openapi::api::core::v1::Namespace;
 use k8s_openapi::apiextensions_apiserver::pkg::apis::apiextensions::v1::CustomResourceDefinition;
-use kube::api::{ApiResource, DeleteParams, DynamicObject, Patch, PatchParams, PostParams};
+use kube::api::{
+    ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams, PostParams,
+};
 use kube::{Api, Client, Resource};
+use serde::Deserialize;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
@@ -150,6 +153,37 @@ pub async fn apply_yaml(
         &Patch::Apply(&obj),
     )
     .await
+}
+
+/// Server-side applies every document of a manifest file into `ns` (any kind the cluster
+/// serves).
+pub async fn apply_file(client: &Client, ns: &str, path: &str) {
+    let text = std::fs::read_to_string(repo(path)).unwrap_or_else(|e| panic!("{path}: {e}"));
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let mut obj = DynamicObject::deserialize(doc).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let types = obj
+            .types
+            .clone()
+            .unwrap_or_else(|| panic!("{path}: a document without apiVersion/kind"));
+        let gvk = GroupVersionKind::try_from(&types).unwrap_or_else(|e| panic!("{path}: {e}"));
+        let (ar, caps) = kube::discovery::pinned_kind(client, &gvk)
+            .await
+            .unwrap_or_else(|e| panic!("{path}: {e}"));
+        let name = obj.metadata.name.clone().expect("named object");
+        let api: Api<DynamicObject> = if caps.scope == kube::discovery::Scope::Namespaced {
+            obj.metadata.namespace = Some(ns.to_string());
+            Api::namespaced_with(client.clone(), ns, &ar)
+        } else {
+            Api::all_with(client.clone(), &ar)
+        };
+        api.patch(
+            &name,
+            &PatchParams::apply(MANAGER).force(),
+            &Patch::Apply(&obj),
+        )
+        .await
+        .unwrap_or_else(|e| panic!("{path}: applying {name}: {e}"));
+    }
 }
 
 /// Polls `probe` until it yields a value; panics with `what` after `timeout`.

@@ -1,0 +1,19 @@
+//! gbo-podrunner: test support for the local cluster. It runs the real programs (redis-server,
+//! redis-sentinel, Patroni with PostgreSQL) behind pods whose images it knows, each pod in its
+//! own network namespace at the address it reports, and plays the kubelet for them: volumes,
+//! environment, probes, restarts, status and graceful termination. Not part of the operator.
+
+pub mod env;
+pub mod error;
+pub mod fault;
+pub mod hosts;
+pub mod ipam;
+pub mod net;
+pub mod objects;
+pub mod pod;
+pub mod probes;
+pub mod runner;
+pub mod sandbox;
+pub mod settings;
+pub mod status;
+pub mod volumes;

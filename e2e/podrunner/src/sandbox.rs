@@ -1,0 +1,352 @@
+//! Starting a container: in the pod's network namespace, new mount and PID namespaces, an
+//! overlay of this machine's root as its filesystem (writes stay private to the container),
+//! its volumes bind-mounted where the spec says, then the command as the spec's user.
+
+use crate::error::{Error, Result, io};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+
+#[derive(Clone, Debug)]
+pub struct Mount {
+    pub source: PathBuf,
+    pub target: String,
+    pub read_only: bool,
+}
+
+/// Everything needed to start one container.
+#[derive(Clone, Debug)]
+pub struct Launch {
+    /// The container's own directory (root overlay, log, PID file).
+    pub dir: PathBuf,
+    pub netns: String,
+    pub argv: Vec<String>,
+    pub env: Vec<(String, String)>,
+    pub workdir: Option<String>,
+    pub uid: u32,
+    pub gid: u32,
+    pub groups: Vec<u32>,
+    pub mounts: Vec<Mount>,
+    /// (target, source) paths shown inside when the target does not exist.
+    pub aliases: Vec<(String, String)>,
+    /// hosts, resolv.conf and hostname of the pod.
+    pub etc_dir: PathBuf,
+    /// Directories to create world-writable (sticky), as the image would have them.
+    pub image_dirs: Vec<String>,
+}
+
+/// Single-quotes for /bin/sh.
+fn q(s: &str) -> String {
+    format!("'{}'", s.replace('\'', "'\\''"))
+}
+
+fn check_target(t: &str) -> Result<()> {
+    if !t.starts_with('/') || t.split('/').any(|c| c == "..") {
+        return Err(Error::Pod(format!(
+            "mount path {t:?} must be absolute, without '..'"
+        )));
+    }
+    Ok(())
+}
+
+/// Resolves symlinks in `target` as the container will see them. The container's root starts
+/// as a view of this machine's root, so its links are this machine's links; resolving them
+/// here keeps `mkdir -p "$R$target"` from following an absolute link (such as
+/// /var/run -> /run) out of the container root onto the host.
+pub fn resolve_in_root(target: &str) -> Result<String> {
+    check_target(target)?;
+    let mut pending: Vec<String> = target
+        .split('/')
+        .filter(|c| !c.is_empty() && *c != ".")
+        .rev()
+        .map(String::from)
+        .collect();
+    let mut resolved = PathBuf::from("/");
+    let mut hops = 0;
+    while let Some(comp) = pending.pop() {
+        if comp == ".." {
+            resolved.pop();
+            continue;
+        }
+        let next = resolved.join(&comp);
+        match std::fs::read_link(&next) {
+            Ok(link) => {
+                hops += 1;
+                if hops > 40 {
+                    return Err(Error::Pod(format!(
+                        "mount path {target:?}: too many symbolic links"
+                    )));
+                }
+                if link.is_absolute() {
+                    resolved = PathBuf::from("/");
+                }
+                let parts: Vec<String> = link
+                    .to_string_lossy()
+                    .split('/')
+                    .filter(|c| !c.is_empty() && *c != ".")
+                    .map(String::from)
+                    .collect();
+                pending.extend(parts.into_iter().rev());
+            }
+            Err(_) => resolved = next,
+        }
+    }
+    Ok(resolved.to_string_lossy().to_string())
+}
+
+/// The script that runs as PID 1 of the new namespaces and ends by exec'ing the command.
+fn init_script(l: &Launch) -> Result<String> {
+    let root = l.dir.join("root");
+    let (upper, work) = (l.dir.join("upper"), l.dir.join("work"));
+    let mut s = String::from(
+        "#!/bin/sh\n# Written by gbo-podrunner: sets up one container, then becomes it.\nset -eu\n",
+    );
+    s += &format!("R={}\n", q(&root.to_string_lossy()));
+    s += "/usr/bin/mount --make-rprivate /\n";
+    s += &format!(
+        "/usr/bin/mount -t overlay overlay -o {} \"$R\"\n",
+        q(&format!(
+            "lowerdir=/,upperdir={},workdir={}",
+            upper.display(),
+            work.display()
+        ))
+    );
+    s += "/usr/bin/mount -t proc proc \"$R/proc\"\n";
+    s += "/usr/bin/mount --rbind /dev \"$R/dev\"\n";
+    s += "/usr/bin/mount -t tmpfs -o mode=1777 tmpfs \"$R/dev/shm\"\n";
+    s += "/usr/bin/mount --rbind /sys \"$R/sys\"\n";
+    s += "/usr/bin/mount -t tmpfs -o mode=755 tmpfs \"$R/run\"\n";
+    s += "/usr/bin/mount -t tmpfs -o mode=1777 tmpfs \"$R/tmp\"\n";
+    for d in &l.image_dirs {
+        s += &format!(
+            "/usr/bin/mkdir -p -m 1777 \"$R\"{}\n",
+            q(&resolve_in_root(d)?)
+        );
+    }
+    for (target, source) in &l.aliases {
+        let target = &resolve_in_root(target)?;
+        s += &format!(
+            "if [ ! -e \"$R\"{t} ] && [ -d {src} ]; then /usr/bin/mkdir -p \"$R\"{t}; /usr/bin/mount --bind {src} \"$R\"{t}; fi\n",
+            t = q(target),
+            src = q(source)
+        );
+    }
+    for m in &l.mounts {
+        let (src, t) = (
+            q(&m.source.to_string_lossy()),
+            q(&resolve_in_root(&m.target)?),
+        );
+        if m.source.is_dir() {
+            s += &format!("/usr/bin/mkdir -p \"$R\"{t}\n");
+        } else {
+            s += &format!(
+                "/usr/bin/mkdir -p \"$(/usr/bin/dirname \"$R\"{t})\"; [ -e \"$R\"{t} ] || /usr/bin/touch \"$R\"{t}\n"
+            );
+        }
+        s += &format!("/usr/bin/mount --bind {src} \"$R\"{t}\n");
+        if m.read_only {
+            s += &format!("/usr/bin/mount -o remount,bind,ro \"$R\"{t}\n");
+        }
+    }
+    for f in ["hosts", "resolv.conf", "hostname"] {
+        let t = q(&resolve_in_root(&format!("/etc/{f}"))?);
+        s += &format!("[ -e \"$R\"{t} ] || /usr/bin/touch \"$R\"{t}\n");
+        s += &format!(
+            "/usr/bin/mount --bind {} \"$R\"{t}\n",
+            q(&l.etc_dir.join(f).to_string_lossy())
+        );
+    }
+    // Images define the user they run as; this machine may not. Give the container's own
+    // /etc/passwd and /etc/group (copied up into its private layer) an entry for its uid/gid,
+    // as programs such as initdb refuse to run as a user they cannot look up.
+    s += &format!(
+        "/usr/bin/grep -q '^[^:]*:[^:]*:{uid}:' \"$R/etc/passwd\" || echo 'u{uid}:x:{uid}:{gid}:container user:/tmp:/bin/sh' >> \"$R/etc/passwd\"\n",
+        uid = l.uid,
+        gid = l.gid
+    );
+    s += &format!(
+        "/usr/bin/grep -q '^[^:]*:[^:]*:{gid}:' \"$R/etc/group\" || echo 'g{gid}:x:{gid}:' >> \"$R/etc/group\"\n",
+        gid = l.gid
+    );
+    let groups = if l.groups.is_empty() {
+        "--clear-groups".to_string()
+    } else {
+        format!(
+            "--groups={}",
+            l.groups
+                .iter()
+                .map(u32::to_string)
+                .collect::<Vec<_>>()
+                .join(",")
+        )
+    };
+    let chdir = l
+        .workdir
+        .as_deref()
+        .map(|w| format!(" --chdir={}", q(w)))
+        .unwrap_or_default();
+    s += &format!(
+        "exec /usr/sbin/chroot \"$R\" /usr/bin/env{chdir} /usr/bin/setpriv --reuid={} --regid={} {groups} -- \"$@\"\n",
+        l.uid, l.gid
+    );
+    Ok(s)
+}
+
+/// Starts the container. The returned child is the namespace launcher; it exits with the
+/// container's status. A fresh writable layer each time, as a restarted container gets.
+pub fn start(l: &Launch) -> Result<tokio::process::Child> {
+    for sub in ["upper", "work"] {
+        let d = l.dir.join(sub);
+        if d.exists() {
+            std::fs::remove_dir_all(&d).map_err(io(&d))?;
+        }
+    }
+    for sub in ["upper", "work", "root"] {
+        let d = l.dir.join(sub);
+        std::fs::create_dir_all(&d).map_err(io(&d))?;
+    }
+    let script = l.dir.join("init.sh");
+    std::fs::write(&script, init_script(l)?).map_err(io(&script))?;
+    let log_path = l.dir.join("log");
+    if log_path.exists() {
+        let _ = std::fs::rename(&log_path, l.dir.join("log.previous"));
+    }
+    let log = std::fs::File::create(&log_path).map_err(io(&log_path))?;
+    let err = log.try_clone().map_err(io(&log_path))?;
+    let mut cmd = tokio::process::Command::new("ip");
+    cmd.args([
+        "netns",
+        "exec",
+        &l.netns,
+        "unshare",
+        "--mount",
+        "--pid",
+        "--fork",
+        "--propagation",
+        "private",
+        "--",
+    ])
+    .arg("/bin/sh")
+    .arg(&script)
+    .args(&l.argv)
+    .env_clear()
+    .envs(l.env.iter().map(|(k, v)| (k.as_str(), v.as_str())))
+    .stdin(Stdio::null())
+    .stdout(log)
+    .stderr(err)
+    .kill_on_drop(false);
+    cmd.spawn().map_err(|e| Error::Command {
+        cmd: format!("start container in {}", l.netns),
+        msg: e.to_string(),
+    })
+}
+
+/// The container's main process (PID 1 of its namespace), seen from here.
+pub fn main_pid(launcher: u32) -> Option<u32> {
+    let children =
+        std::fs::read_to_string(format!("/proc/{launcher}/task/{launcher}/children")).ok()?;
+    children.split_whitespace().next()?.parse().ok()
+}
+
+fn pid_ns(pid: u32) -> Option<PathBuf> {
+    std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()
+}
+
+/// Every process in the PID namespace of `main` (the whole container).
+pub fn container_pids(main: u32) -> Vec<u32> {
+    let Some(ns) = pid_ns(main) else {
+        return Vec::new();
+    };
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|p| pid_ns(*p).as_ref() == Some(&ns))
+        .collect()
+}
+
+pub fn signal(pid: u32, sig: i32) {
+    if let Ok(p) = i32::try_from(pid) {
+        // SAFETY: kill(2) on a PID this runner started (or a process in its namespace).
+        unsafe { libc::kill(p, sig) };
+    }
+}
+
+/// The exit code a kubelet would report for the launcher's wait status. `unshare --fork`
+/// re-raises a signal that killed its child on itself, except SIGKILL, whose disposition it
+/// cannot reset: then it exits 1 after printing "sigprocmask unblock failed" to the log.
+pub fn exit_code(status: &std::process::ExitStatus, log: &Path) -> i32 {
+    use std::io::{Read, Seek, SeekFrom};
+    use std::os::unix::process::ExitStatusExt;
+    if status.code() == Some(1)
+        && let Ok(mut f) = std::fs::File::open(log)
+    {
+        let len = f.metadata().map(|m| m.len()).unwrap_or(0);
+        let _ = f.seek(SeekFrom::Start(len.saturating_sub(256)));
+        let mut tail = String::new();
+        let _ = f.read_to_string(&mut tail);
+        if tail.contains("unshare: sigprocmask unblock failed") {
+            return 128 + libc::SIGKILL;
+        }
+    }
+    status
+        .code()
+        .or_else(|| status.signal().map(|s| 128 + s))
+        .unwrap_or(255)
+}
+
+/// Reads a PID file written by [`write_pid`].
+pub fn read_pid(path: &Path) -> Option<u32> {
+    std::fs::read_to_string(path).ok()?.trim().parse().ok()
+}
+
+pub fn write_pid(path: &Path, pid: u32) -> Result<()> {
+    std::fs::write(path, pid.to_string()).map_err(io(path))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn script_quotes_paths_and_refuses_escapes() {
+        let l = Launch {
+            dir: "/state/c".into(),
+            netns: "gbo-x".into(),
+            argv: vec![],
+            env: vec![],
+            workdir: Some("/data dir".into()),
+            uid: 999,
+            gid: 999,
+            groups: vec![1000],
+            mounts: vec![Mount {
+                source: "/nonexistent/it's".into(),
+                target: "/etc/redis/redis.conf".into(),
+                read_only: true,
+            }],
+            aliases: vec![],
+            etc_dir: "/state/etc".into(),
+            image_dirs: vec![],
+        };
+        let s = init_script(&l).unwrap();
+        assert!(s.contains("'/nonexistent/it'\\''s'"));
+        assert!(s.contains("--chdir='/data dir'"));
+        assert!(s.contains("--reuid=999 --regid=999 --groups=1000"));
+        assert!(s.contains("remount,bind,ro"));
+        let mut bad = l.clone();
+        bad.mounts[0].target = "/etc/../../x".into();
+        assert!(init_script(&bad).is_err());
+    }
+
+    #[test]
+    fn targets_follow_links_inside_the_root() {
+        let dir = std::env::temp_dir().join(format!("gbo-resolve-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join("real")).unwrap();
+        let link = dir.join("link");
+        let _ = std::fs::remove_file(&link);
+        std::os::unix::fs::symlink(dir.join("real"), &link).unwrap();
+        let got = resolve_in_root(&format!("{}/sub/x", link.display())).unwrap();
+        assert_eq!(got, format!("{}/sub/x", dir.join("real").display()));
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+}

@@ -1,0 +1,65 @@
+//! How the runner is set up: where it keeps state, the pod network, what it runs for real.
+
+use regex::Regex;
+use std::net::Ipv4Addr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// Per-pod state: volumes, container roots, logs, PID files.
+    pub state_dir: PathBuf,
+    /// The bridge every pod's veth joins.
+    pub bridge: String,
+    /// The host's address on the pod network; the API server is reachable there.
+    pub gateway: Ipv4Addr,
+    /// Prefix length of the pod network.
+    pub prefix_len: u8,
+    pub apiserver_port: u16,
+    /// Pods with a container image matching this are run for real.
+    pub real_images: Regex,
+    /// Real pods take addresses from their node's pod /24 with this added to the third octet,
+    /// so they never collide with the addresses kwok hands to simulated pods.
+    pub ip_offset: u8,
+    /// Prepended to PATH in every container (for example where Patroni is installed).
+    pub extra_path: Option<String>,
+    /// `TARGET=SOURCE`: inside containers, TARGET shows SOURCE when TARGET does not exist
+    /// (for example a PostgreSQL version the machine does not have).
+    pub path_aliases: Vec<(String, String)>,
+    /// First delay before restarting a crashed container (doubles up to `restart_backoff_max`).
+    pub restart_backoff: Duration,
+    pub restart_backoff_max: Duration,
+}
+
+impl Settings {
+    pub fn pods_dir(&self) -> PathBuf {
+        self.state_dir.join("pods")
+    }
+
+    /// Default command for images without one in the pod spec (our containers always set one;
+    /// this covers hand-written test pods).
+    pub fn default_command(image: &str) -> Option<Vec<String>> {
+        let name = image.rsplit('/').next().unwrap_or(image);
+        let repo = name.split([':', '@']).next().unwrap_or(name);
+        match repo {
+            "redis" => Some(vec!["redis-server".into()]),
+            _ => None,
+        }
+    }
+
+    /// Directories the image ships writable (absent from this machine's root or hidden by the
+    /// container's fresh /run): the PostgreSQL images' socket directory.
+    pub fn image_dirs(image: &str) -> &'static [&'static str] {
+        let name = image.rsplit('/').next().unwrap_or(image);
+        if name.starts_with("spilo") || name.starts_with("postgres") || name.starts_with("patroni")
+        {
+            &["/run/postgresql"]
+        } else {
+            &[]
+        }
+    }
+
+    pub fn is_real(&self, image: &str) -> bool {
+        self.real_images.is_match(image)
+    }
+}

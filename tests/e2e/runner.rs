@@ -1,0 +1,272 @@
+//! The pod runner, without the operator: real Redis and Patroni behind hand-written
+//! StatefulSets, in their own network namespaces, reported back through pod status and
+//! EndpointSlices; faults and deletions behave as on a real node.
+
+use crate::real::{endpoints, ip, name, pods, psql, ready, redis, runner_state};
+use crate::support::{TestNamespace, apply_file, client, wait_for};
+use gbo_podrunner::fault;
+use k8s_openapi::api::core::v1::Pod;
+use kube::Api;
+use kube::api::DeleteParams;
+use std::time::{Duration, Instant};
+
+const REDIS: &str = "app=redis-test";
+const PG: &str = "application=patroni-test";
+const PG_PASSWORD: &str = "super-secret-for-tests";
+
+async fn all_ready(c: &kube::Client, ns: &str, selector: &str, n: usize) -> Vec<Pod> {
+    wait_for(
+        &format!("{n} ready pods {selector}"),
+        Duration::from_secs(120),
+        || async {
+            let ps = pods(c, ns, selector).await;
+            (ps.len() == n && ps.iter().all(ready)).then_some(ps)
+        },
+    )
+    .await
+}
+
+async fn pod_named(c: &kube::Client, ns: &str, selector: &str, pod: &str) -> Pod {
+    pods(c, ns, selector)
+        .await
+        .into_iter()
+        .find(|p| name(p) == pod)
+        .unwrap_or_else(|| panic!("no pod {pod}"))
+}
+
+#[tokio::test]
+async fn redis_pods_run_for_real_replicate_and_survive_faults() {
+    let Some(state) = runner_state() else { return };
+    let c = client().await;
+    let ns = TestNamespace::new(&c, "runner-redis").await;
+    apply_file(&c, &ns.name, "tests/fixtures/runner/redis.yaml").await;
+    let ps = all_ready(&c, &ns.name, REDIS, 3).await;
+
+    // Every pod has its own address, and the Service's EndpointSlice holds exactly those.
+    let mut ips: Vec<String> = ps.iter().filter_map(ip).map(|i| i.to_string()).collect();
+    ips.sort();
+    ips.dedup();
+    assert_eq!(ips.len(), 3, "distinct pod addresses: {ips:?}");
+    assert_eq!(
+        wait_for("EndpointSlice", Duration::from_secs(30), || async {
+            let e = endpoints(&c, &ns.name, "redis").await;
+            (e == ips).then_some(e)
+        })
+        .await,
+        ips
+    );
+
+    // A pod's network namespace routes nowhere but the pod network.
+    let uid = ps[0].metadata.uid.clone().expect("uid");
+    let (netns, _) = gbo_podrunner::net::names(&uid);
+    let routes = gbo_podrunner::net::ip(&["-n", &netns, "route", "show", "default"])
+        .await
+        .expect("ip route");
+    assert!(
+        routes.trim().is_empty(),
+        "pod namespace has a default route: {routes}"
+    );
+
+    // The master replicates to the replicas, which found it by its headless-Service name.
+    let master = ip(&pod_named(&c, &ns.name, REDIS, "redis-0").await).expect("master ip");
+    assert_eq!(
+        redis(master, &["SET", "greeting", "hello"])
+            .await
+            .as_deref(),
+        Some("OK")
+    );
+    for replica in ["redis-1", "redis-2"] {
+        let rip = ip(&pod_named(&c, &ns.name, REDIS, replica).await).expect("replica ip");
+        wait_for(
+            &format!("{replica} to replicate"),
+            Duration::from_secs(30),
+            || async {
+                (redis(rip, &["GET", "greeting"]).await.as_deref() == Some("hello")).then_some(())
+            },
+        )
+        .await;
+    }
+    let info = redis(master, &["INFO", "replication"])
+        .await
+        .unwrap_or_default();
+    assert!(info.contains("connected_slaves:2"), "{info}");
+
+    // Paused, a pod answers nothing; resumed, it answers again.
+    fault::pause(&state, &ns.name, "redis-2").expect("pause");
+    let rip = ip(&pod_named(&c, &ns.name, REDIS, "redis-2").await).expect("ip");
+    assert_eq!(redis(rip, &["PING"]).await, None, "a paused pod answered");
+    fault::resume(&state, &ns.name, "redis-2").expect("resume");
+    wait_for(
+        "redis-2 to answer again",
+        Duration::from_secs(10),
+        || async { (redis(rip, &["PING"]).await.as_deref() == Some("PONG")).then_some(()) },
+    )
+    .await;
+
+    // Deleting a pod stops its process; the StatefulSet's new pod gets a fresh process on the
+    // same claim and rejoins.
+    let old = pod_named(&c, &ns.name, REDIS, "redis-1").await;
+    let old_pid = fault::main_pids(&state, &ns.name, "redis-1", None).expect("pid")[0].1;
+    let api: Api<Pod> = Api::namespaced(c.clone(), &ns.name);
+    api.delete("redis-1", &DeleteParams::default())
+        .await
+        .expect("delete redis-1");
+    wait_for(
+        "the old process to stop",
+        Duration::from_secs(30),
+        || async { (!std::path::Path::new(&format!("/proc/{old_pid}")).exists()).then_some(()) },
+    )
+    .await;
+    let new = wait_for("a new redis-1", Duration::from_secs(60), || async {
+        let p = pods(&c, &ns.name, REDIS)
+            .await
+            .into_iter()
+            .find(|p| name(p) == "redis-1" && p.metadata.uid != old.metadata.uid)?;
+        ready(&p).then_some(p)
+    })
+    .await;
+    let new_ip = ip(&new).expect("new ip");
+    wait_for(
+        "the new redis-1 to hold the data",
+        Duration::from_secs(30),
+        || async {
+            (redis(new_ip, &["GET", "greeting"]).await.as_deref() == Some("hello")).then_some(())
+        },
+    )
+    .await;
+
+    // kill -9: the container restarts in place and the restart is reported.
+    fault::kill(&state, &ns.name, "redis-0", None, None).expect("kill");
+    let restarted = wait_for("redis-0 to restart", Duration::from_secs(60), || async {
+        let p = pod_named(&c, &ns.name, REDIS, "redis-0").await;
+        let cs = p
+            .status
+            .as_ref()?
+            .container_statuses
+            .as_ref()?
+            .first()?
+            .clone();
+        (cs.restart_count >= 1 && ready(&p)).then_some(cs)
+    })
+    .await;
+    let last = restarted
+        .last_state
+        .and_then(|s| s.terminated)
+        .expect("lastState.terminated");
+    assert_eq!(last.exit_code, 137, "a SIGKILLed container reports 137");
+    // Its data came back from the append-only file on its claim.
+    assert_eq!(
+        redis(master, &["GET", "greeting"]).await.as_deref(),
+        Some("hello")
+    );
+}
+
+#[tokio::test]
+async fn patroni_elects_a_labelled_leader_and_fails_over() {
+    let Some(state) = runner_state() else { return };
+    let c = client().await;
+    let ns = TestNamespace::new(&c, "runner-pg").await;
+    apply_file(&c, &ns.name, "tests/fixtures/runner/patroni.yaml").await;
+    all_ready(&c, &ns.name, PG, 3).await;
+    let leader = wait_for(
+        "one pod labelled role=primary",
+        Duration::from_secs(60),
+        || async {
+            let l = pods(&c, &ns.name, &format!("{PG},role=primary")).await;
+            (l.len() == 1).then(|| l[0].clone())
+        },
+    )
+    .await;
+    let leader_ip = ip(&leader).expect("leader ip");
+    wait_for(
+        "the primary Service to select the leader",
+        Duration::from_secs(30),
+        || async {
+            (endpoints(&c, &ns.name, "pg-primary").await == vec![leader_ip.to_string()])
+                .then_some(())
+        },
+    )
+    .await;
+
+    psql(
+        leader_ip,
+        PG_PASSWORD,
+        "CREATE TABLE votes (id text PRIMARY KEY); INSERT INTO votes VALUES ('a')",
+    )
+    .await
+    .expect("write on the leader");
+    for replica in pods(&c, &ns.name, &format!("{PG},role=replica")).await {
+        let rip = ip(&replica).expect("replica ip");
+        wait_for("the row on a replica", Duration::from_secs(30), || async {
+            (psql(rip, PG_PASSWORD, "SELECT count(*) FROM votes")
+                .await
+                .ok()
+                .as_deref()
+                == Some("1"))
+            .then_some(())
+        })
+        .await;
+    }
+
+    // The leader's machine dies: its process is killed and stays down. A replica takes over
+    // once the leader lock expires (ttl 20 s, Patroni's minimum).
+    let old = name(&leader);
+    let t0 = Instant::now();
+    fault::kill(&state, &ns.name, &old, None, Some(Duration::from_secs(45)))
+        .expect("kill the leader");
+    let new_leader = wait_for("a new leader", Duration::from_secs(60), || async {
+        let l = pods(&c, &ns.name, &format!("{PG},role=primary")).await;
+        l.into_iter().find(|p| name(p) != old)
+    })
+    .await;
+    println!(
+        "failover: {} took over from {old} {:.1} s after the kill",
+        name(&new_leader),
+        t0.elapsed().as_secs_f64()
+    );
+    let new_ip = ip(&new_leader).expect("new leader ip");
+    wait_for(
+        "the primary Service to follow",
+        Duration::from_secs(30),
+        || async {
+            (endpoints(&c, &ns.name, "pg-primary").await == vec![new_ip.to_string()]).then_some(())
+        },
+    )
+    .await;
+    assert_eq!(
+        psql(new_ip, PG_PASSWORD, "SELECT count(*) FROM votes")
+            .await
+            .as_deref(),
+        Ok("1"),
+        "committed row survives"
+    );
+    psql(new_ip, PG_PASSWORD, "INSERT INTO votes VALUES ('b')")
+        .await
+        .expect("the new leader takes writes");
+
+    // The old leader comes back as a replica of the new one.
+    wait_for(
+        "the old leader to rejoin as a replica",
+        Duration::from_secs(120),
+        || async {
+            let p = pod_named(&c, &ns.name, PG, &old).await;
+            let role = p.metadata.labels.as_ref()?.get("role")?.clone();
+            (role == "replica" && ready(&p)).then_some(())
+        },
+    )
+    .await;
+    let rejoined = ip(&pod_named(&c, &ns.name, PG, &old).await).expect("ip");
+    wait_for(
+        "the rejoined member to have the new row",
+        Duration::from_secs(30),
+        || async {
+            (psql(rejoined, PG_PASSWORD, "SELECT count(*) FROM votes")
+                .await
+                .ok()
+                .as_deref()
+                == Some("2"))
+            .then_some(())
+        },
+    )
+    .await;
+}
