@@ -1,6 +1,7 @@
 //! What every reconcile gets: the client, caches of our kinds, metrics, the event recorder.
 
 use crate::crd::{Guestbook, PatroniCluster, RedisSentinel, VoteApp};
+use crate::k8s::apply::ChildCache;
 use crate::metrics::Metrics;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
@@ -17,6 +18,13 @@ pub struct Caches {
     pub patroni_clusters: Store<PatroniCluster>,
     pub guestbooks: Store<Guestbook>,
     pub vote_apps: Store<VoteApp>,
+    pub children: ChildCaches,
+}
+
+/// Each controller's children, as its own watches see them.
+#[derive(Clone, Default)]
+pub struct ChildCaches {
+    pub redis_sentinel: ChildCache,
 }
 
 pub struct Context {
@@ -113,6 +121,7 @@ impl Caches {
             patroni_clusters: filled(patroni_clusters),
             guestbooks: filled(guestbooks),
             vote_apps: filled(vote_apps),
+            children: ChildCaches::default(),
         }
     }
 }

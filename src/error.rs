@@ -24,6 +24,12 @@ pub enum Error {
     /// Leadership was lost; the manager stops acting.
     #[error("lost leadership of Lease {0}")]
     LostLeadership(String),
+    /// Reading a local resource (such as the random source) failed.
+    #[error("{what}: {source}")]
+    Io {
+        what: String,
+        source: std::io::Error,
+    },
     /// The HTTP server could not start.
     #[error("HTTP server on {addr}: {source}")]
     Http {
@@ -48,6 +54,7 @@ impl Error {
             Error::Serialize { .. } => "serialize",
             Error::LostLeadership(_) => "lost_leadership",
             Error::Http { .. } => "http",
+            Error::Io { .. } => "io",
             Error::Controller(..) => "controller",
         }
     }

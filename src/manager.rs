@@ -1,7 +1,7 @@
 //! The controller manager behind `guestbook-operator run`: probes and metrics, leader
 //! election, the four controllers, graceful shutdown.
 
-use crate::context::{Caches, Context};
+use crate::context::{Caches, ChildCaches, Context};
 use crate::controllers::{self, error_policy};
 use crate::error::{Error, Result};
 use crate::http::{self, Probe, Readiness};
@@ -157,7 +157,7 @@ async fn run_controllers(
     shutdown: watch::Receiver<bool>,
 ) {
     let ns = namespace.as_deref();
-    let rs = controllers::redis_sentinel::controller(&client, ns);
+    let (rs, rs_children) = controllers::redis_sentinel::controller(&client, ns);
     let pc = controllers::patroni_cluster::controller(&client, ns);
     let gb = controllers::guestbook::controller(&client, ns);
     let va = controllers::vote_app::controller(&client, ns);
@@ -166,6 +166,9 @@ async fn run_controllers(
         patroni_clusters: pc.store(),
         guestbooks: gb.store(),
         vote_apps: va.store(),
+        children: ChildCaches {
+            redis_sentinel: rs_children,
+        },
     };
     let synced = {
         let c = caches.clone();
@@ -177,7 +180,8 @@ async fn run_controllers(
                 c.vote_apps.wait_until_ready(),
             )
             .await;
-            if all.0.is_ok() && all.1.is_ok() && all.2.is_ok() && all.3.is_ok() {
+            let children = c.children.redis_sentinel.wait_until_ready().await;
+            if all.0.is_ok() && all.1.is_ok() && all.2.is_ok() && all.3.is_ok() && children {
                 probe.set(Readiness::Active);
                 tracing::info!("caches synced, controllers active");
             }

@@ -108,8 +108,11 @@ pub struct RedisSpec {
     /// Extra redis.conf directives (name to value). Directives the operator manages
     /// (replication, auth, ports, persistence) are rejected.
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
-    #[schemars(extend("maxProperties" = 64))]
+    // Values: single lines (a newline would smuggle in another directive), checked by plain
+    // OpenAPI, which costs the API server's CEL budget nothing.
+    #[schemars(extend("maxProperties" = 64, "additionalProperties" = {"type": "string", "maxLength": 1024, "pattern": "^[^\\r\\n]*$"}))]
     #[x_kube(validation = Rule::new(reserved_directives_rule()).message(kube::core::Message::Message(reserved_directives_message())))]
+    #[x_kube(validation = Rule::new("self.all(k, k.matches('^[a-z][a-z0-9-]*$'))").message("keys must be redis.conf directive names (lower-case letters, digits, '-')"))]
     pub config: BTreeMap<String, String>,
 }
 

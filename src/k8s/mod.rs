@@ -1,6 +1,9 @@
 //! What every controller shares: kstatus conditions, status writes, labels and object references.
 
+pub mod apply;
+pub mod children;
 pub mod conditions;
+pub mod labels;
 pub mod status;
 
 /// The single field manager for everything the operator applies.

@@ -102,6 +102,9 @@ struct Running {
     startup: Tracker,
     /// No restart after the current run ends (restart policy, or the pod is stopping).
     finished: bool,
+    /// An image the runner does not know (a metrics sidecar, say): reported running and
+    /// ready without a process, as kwok reports simulated pods.
+    simulated: bool,
 }
 
 struct Exit {
@@ -162,6 +165,9 @@ impl PodTask {
                     backoff: Duration::ZERO,
                     kill_at: None,
                     finished: false,
+                    simulated: !shared
+                        .settings
+                        .is_real(c.image.as_deref().unwrap_or_default()),
                 })
                 .collect()
         };
@@ -381,6 +387,10 @@ impl PodTask {
                 .iter()
                 .map(|d| d.to_string())
                 .collect(),
+            termination_message_path: c
+                .termination_message_path
+                .clone()
+                .unwrap_or_else(|| "/dev/termination-log".into()),
         })
     }
 
@@ -390,6 +400,28 @@ impl PodTask {
         } else {
             self.main[idx].spec.clone()
         };
+        let c = if init {
+            &mut self.init[idx]
+        } else {
+            &mut self.main[idx]
+        };
+        if c.simulated {
+            c.next_start = None;
+            c.status.run += 1;
+            c.status.state = State::Running { started_at: now() };
+            c.status.started = true;
+            c.status.ready = true;
+            if init {
+                // A simulated init container succeeds at once.
+                let _ = exits.send(Exit {
+                    init,
+                    idx,
+                    run: c.status.run,
+                    code: 0,
+                });
+            }
+            return;
+        }
         let launch = self.launch(&spec);
         let c = if init {
             &mut self.init[idx]
@@ -487,9 +519,17 @@ impl PodTask {
             State::Running { started_at } => Some(*started_at),
             _ => None,
         };
+        let fallback =
+            c.spec.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
+        let message = sandbox::termination_message(
+            &self.dir.join("containers").join(&c.spec.name),
+            fallback,
+            e.code,
+        );
         let t = Terminated {
             exit_code: e.code,
             reason: if e.code == 0 { "Completed" } else { "Error" }.into(),
+            message,
             started_at,
             finished_at: now(),
         };
@@ -620,7 +660,10 @@ impl PodTask {
                     sandbox::signal(p, libc::SIGKILL);
                 }
             }
-            if !matches!(c.status.state, State::Running { .. }) || c.kill_at.is_some() {
+            if !matches!(c.status.state, State::Running { .. })
+                || c.kill_at.is_some()
+                || c.simulated
+            {
                 continue;
             }
             if c.startup.probe.is_none() && !c.status.started {

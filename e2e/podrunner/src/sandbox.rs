@@ -3,6 +3,7 @@
 //! its volumes bind-mounted where the spec says, then the command as the spec's user.
 
 use crate::error::{Error, Result, io};
+use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -32,6 +33,8 @@ pub struct Launch {
     pub etc_dir: PathBuf,
     /// Directories to create world-writable (sticky), as the image would have them.
     pub image_dirs: Vec<String>,
+    /// Where the container may write why it ended (`terminationMessagePath`).
+    pub termination_message_path: String,
 }
 
 /// Single-quotes for /bin/sh.
@@ -111,8 +114,13 @@ fn init_script(l: &Launch) -> Result<String> {
         ))
     );
     s += "/usr/bin/mount -t proc proc \"$R/proc\"\n";
-    s += "/usr/bin/mount --rbind /dev \"$R/dev\"\n";
+    // A /dev of its own, as a runtime gives a container: a few device nodes, shared memory, and
+    // the termination message file, so nothing a container writes under /dev reaches the host.
+    s += "/usr/bin/mount -t tmpfs -o mode=755,nosuid tmpfs \"$R/dev\"\n";
+    s += "for d in null zero full random urandom tty; do /usr/bin/touch \"$R/dev/$d\"; /usr/bin/mount --bind \"/dev/$d\" \"$R/dev/$d\"; done\n";
+    s += "/usr/bin/mkdir -p \"$R/dev/shm\" \"$R/dev/pts\"\n";
     s += "/usr/bin/mount -t tmpfs -o mode=1777 tmpfs \"$R/dev/shm\"\n";
+    s += "/usr/bin/ln -s /proc/self/fd \"$R/dev/fd\"; /usr/bin/ln -s /proc/self/fd/0 \"$R/dev/stdin\"; /usr/bin/ln -s /proc/self/fd/1 \"$R/dev/stdout\"; /usr/bin/ln -s /proc/self/fd/2 \"$R/dev/stderr\"\n";
     s += "/usr/bin/mount --rbind /sys \"$R/sys\"\n";
     s += "/usr/bin/mount -t tmpfs -o mode=755 tmpfs \"$R/run\"\n";
     s += "/usr/bin/mount -t tmpfs -o mode=1777 tmpfs \"$R/tmp\"\n";
@@ -147,6 +155,14 @@ fn init_script(l: &Launch) -> Result<String> {
             s += &format!("/usr/bin/mount -o remount,bind,ro \"$R\"{t}\n");
         }
     }
+    let msg = q(&resolve_in_root(&l.termination_message_path)?);
+    s += &format!(
+        "/usr/bin/mkdir -p \"$(/usr/bin/dirname \"$R\"{msg})\"; /usr/bin/touch \"$R\"{msg}\n"
+    );
+    s += &format!(
+        "/usr/bin/mount --bind {} \"$R\"{msg}\n",
+        q(&l.dir.join("termination-log").to_string_lossy())
+    );
     for f in ["hosts", "resolv.conf", "hostname"] {
         let t = q(&resolve_in_root(&format!("/etc/{f}"))?);
         s += &format!("[ -e \"$R\"{t} ] || /usr/bin/touch \"$R\"{t}\n");
@@ -206,6 +222,9 @@ pub fn start(l: &Launch) -> Result<tokio::process::Child> {
     }
     let script = l.dir.join("init.sh");
     std::fs::write(&script, init_script(l)?).map_err(io(&script))?;
+    let msg = l.dir.join("termination-log");
+    std::fs::write(&msg, "").map_err(io(&msg))?;
+    std::fs::set_permissions(&msg, std::fs::Permissions::from_mode(0o666)).map_err(io(&msg))?;
     let log_path = l.dir.join("log");
     if log_path.exists() {
         let _ = std::fs::rename(&log_path, l.dir.join("log.previous"));
@@ -304,6 +323,29 @@ pub fn write_pid(path: &Path, pid: u32) -> Result<()> {
     std::fs::write(path, pid.to_string()).map_err(io(path))
 }
 
+/// The termination message a kubelet would report: the file the container wrote, or with
+/// `FallbackToLogsOnError` and a failure, the end of its log (at most 4 KiB either way).
+pub fn termination_message(dir: &Path, fallback_to_logs: bool, exit_code: i32) -> Option<String> {
+    let cap = |s: String| -> String {
+        let start = s.len().saturating_sub(4096);
+        let start = (start..s.len())
+            .find(|i| s.is_char_boundary(*i))
+            .unwrap_or(s.len());
+        s[start..].to_string()
+    };
+    let msg = std::fs::read_to_string(dir.join("termination-log")).unwrap_or_default();
+    if !msg.trim().is_empty() {
+        return Some(cap(msg));
+    }
+    if fallback_to_logs && exit_code != 0 {
+        let log = std::fs::read_to_string(dir.join("log")).unwrap_or_default();
+        let tail: Vec<&str> = log.lines().rev().take(80).collect();
+        let text: String = tail.into_iter().rev().collect::<Vec<_>>().join("\n");
+        return (!text.is_empty()).then(|| cap(text));
+    }
+    None
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -327,6 +369,7 @@ mod tests {
             aliases: vec![],
             etc_dir: "/state/etc".into(),
             image_dirs: vec![],
+            termination_message_path: "/dev/termination-log".into(),
         };
         let s = init_script(&l).unwrap();
         assert!(s.contains("'/nonexistent/it'\\''s'"));

@@ -24,6 +24,7 @@ pub enum State {
 pub struct Terminated {
     pub exit_code: i32,
     pub reason: String,
+    pub message: Option<String>,
     pub started_at: Option<jiff::Timestamp>,
     pub finished_at: jiff::Timestamp,
 }
@@ -82,6 +83,7 @@ fn terminated(t: &Terminated) -> ContainerStateTerminated {
     ContainerStateTerminated {
         exit_code: t.exit_code,
         reason: Some(t.reason.clone()),
+        message: t.message.clone(),
         started_at: t.started_at.map(time),
         finished_at: Some(time(t.finished_at)),
         ..Default::default()

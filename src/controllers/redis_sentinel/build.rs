@@ -1,0 +1,577 @@
+//! Pure: a RedisSentinel in, every object it needs out. No client, no clock, no randomness
+//! (the generated password is an input), so the same spec always builds the same objects.
+
+use super::conf;
+use crate::crd::RedisSentinel;
+use crate::crd::common::{ClaimRetention, SchedulingSpec};
+use crate::k8s::children::{Child, ChildKind};
+use crate::k8s::labels;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::{Resource, ResourceExt};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
+
+pub const APP: &str = "redis-sentinel";
+pub const KIND: &str = "RedisSentinel";
+const REDIS_UID: i64 = 999;
+pub const DEFAULT_EXPORTER_IMAGE: &str = "docker.io/oliver006/redis_exporter:v1.67.0";
+
+/// Everything a build needs besides the resource itself.
+pub struct Inputs<'a> {
+    /// Password for a generated auth Secret, used only if that Secret does not exist yet.
+    pub generated_password: &'a str,
+}
+
+/// Names of the objects of one RedisSentinel.
+pub struct Names {
+    pub redis: String,
+    pub sentinel: String,
+    pub master_service: String,
+    pub replica_service: String,
+    pub redis_headless: String,
+    pub sentinel_service: String,
+    pub sentinel_headless: String,
+    pub config: String,
+    pub auth_secret: String,
+    pub backup: String,
+}
+
+impl Names {
+    pub fn of(name: &str) -> Self {
+        Self {
+            redis: format!("{name}-redis"),
+            sentinel: format!("{name}-sentinel"),
+            master_service: format!("{name}-redis"),
+            replica_service: format!("{name}-redis-replicas"),
+            redis_headless: format!("{name}-redis-headless"),
+            sentinel_service: format!("{name}-sentinel"),
+            sentinel_headless: format!("{name}-sentinel-headless"),
+            config: format!("{name}-redis-config"),
+            auth_secret: format!("{name}-redis-auth"),
+            backup: format!("{name}-backup"),
+        }
+    }
+}
+
+/// The Secret and key holding the password, when auth is on.
+pub fn password_ref(rs: &RedisSentinel) -> Option<(String, String)> {
+    if !rs.spec.auth.enabled {
+        return None;
+    }
+    Some(match &rs.spec.auth.existing_secret {
+        Some(s) => (s.name.clone(), s.key.clone()),
+        None => (Names::of(&rs.name_any()).auth_secret, "password".into()),
+    })
+}
+
+/// A stable 64-bit FNV-1a hash, printed in hex: pod templates carry the hash of their
+/// configuration so that a configuration change is a template change.
+pub fn fnv(text: &str) -> String {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in text.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    format!("{h:016x}")
+}
+
+struct Ctx<'a> {
+    rs: &'a RedisSentinel,
+    name: String,
+    ns: String,
+    names: Names,
+    owner: Vec<OwnerReference>,
+    part_of: String,
+}
+
+impl Ctx<'_> {
+    fn labels(&self, component: &str) -> BTreeMap<String, String> {
+        labels::child(APP, &self.name, component, KIND, &self.part_of)
+    }
+
+    fn selector(&self, component: &str) -> BTreeMap<String, String> {
+        labels::selector(APP, &self.name, component)
+    }
+
+    fn meta(&self, name: &str, component: &str) -> Value {
+        json!({
+            "name": name,
+            "namespace": self.ns,
+            "labels": self.labels(component),
+            "ownerReferences": self.owner,
+        })
+    }
+
+    fn child(&self, kind: ChildKind, name: &str, object: Value) -> Child {
+        let ar = kind.api_resource();
+        let mut object = object;
+        if let Some(m) = object.as_object_mut() {
+            m.insert("apiVersion".into(), json!(ar.api_version));
+            m.insert("kind".into(), json!(ar.kind));
+        }
+        Child {
+            kind,
+            name: name.to_string(),
+            object,
+            initial: None,
+        }
+    }
+
+    fn password_env(&self) -> Vec<Value> {
+        match password_ref(self.rs) {
+            None => Vec::new(),
+            Some((secret, key)) => ["REDIS_PASSWORD", "REDISCLI_AUTH"]
+                .iter()
+                .map(|var| json!({"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}))
+                .collect(),
+        }
+    }
+}
+
+fn restricted_container() -> Value {
+    json!({
+        "allowPrivilegeEscalation": false,
+        "readOnlyRootFilesystem": true,
+        "runAsNonRoot": true,
+        "capabilities": {"drop": ["ALL"]},
+    })
+}
+
+fn restricted_pod() -> Value {
+    json!({
+        "runAsNonRoot": true,
+        "runAsUser": REDIS_UID,
+        "runAsGroup": REDIS_UID,
+        "fsGroup": REDIS_UID,
+        "fsGroupChangePolicy": "OnRootMismatch",
+        "seccompProfile": {"type": "RuntimeDefault"},
+    })
+}
+
+fn pod_ip_env() -> Value {
+    json!({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+}
+
+fn ping_probe(port: i32, period: i32, timeout: i32, failures: i32, delay: i32) -> Value {
+    json!({
+        "exec": {"command": ["sh", "-c", format!("redis-cli -h 127.0.0.1 -p {port} ping | grep -q PONG")]},
+        "initialDelaySeconds": delay,
+        "periodSeconds": period,
+        "timeoutSeconds": timeout,
+        "failureThreshold": failures,
+    })
+}
+
+/// Pod placement: the user's settings, or by default a spread across zones, then hosts
+/// (preferred, so a small cluster still schedules every pod).
+fn placement(
+    spec: &mut serde_json::Map<String, Value>,
+    scheduling: Option<&SchedulingSpec>,
+    selector: &BTreeMap<String, String>,
+) {
+    let s = scheduling.cloned().unwrap_or_default();
+    if !s.node_selector.is_empty() {
+        spec.insert("nodeSelector".into(), json!(s.node_selector));
+    }
+    if !s.tolerations.is_empty() {
+        spec.insert("tolerations".into(), json!(s.tolerations));
+    }
+    if let Some(a) = &s.affinity {
+        spec.insert("affinity".into(), json!(a));
+    }
+    if let Some(p) = &s.priority_class_name {
+        spec.insert("priorityClassName".into(), json!(p));
+    }
+    let spread = if s.topology_spread_constraints.is_empty() {
+        ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
+            .iter()
+            .map(|key| json!({"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": selector}}))
+            .collect()
+    } else {
+        s.topology_spread_constraints
+            .iter()
+            .map(|t| json!(t))
+            .collect::<Vec<_>>()
+    };
+    spec.insert("topologySpreadConstraints".into(), json!(spread));
+}
+
+fn with_resources(
+    mut container: Value,
+    resources: &Option<k8s_openapi::api::core::v1::ResourceRequirements>,
+) -> Value {
+    if let (Some(r), Some(m)) = (resources, container.as_object_mut()) {
+        m.insert("resources".into(), json!(r));
+    }
+    container
+}
+
+fn services(c: &Ctx) -> Vec<Child> {
+    let n = &c.names;
+    let redis_sel = c.selector("redis");
+    let mut master_sel = redis_sel.clone();
+    master_sel.insert(labels::ROLE.into(), "master".into());
+    let mut replica_sel = redis_sel.clone();
+    replica_sel.insert(labels::ROLE.into(), "replica".into());
+    let redis_port = json!([{"name": "redis", "port": conf::REDIS_PORT, "targetPort": "redis"}]);
+    let sentinel_port =
+        json!([{"name": "sentinel", "port": conf::SENTINEL_PORT, "targetPort": "sentinel"}]);
+    let svc = |name: &str,
+               component: &str,
+               selector: &BTreeMap<String, String>,
+               ports: &Value,
+               headless: bool| {
+        let mut spec = json!({"selector": selector, "ports": ports});
+        if headless {
+            // Members are addressed by name before they are ready (replication, Sentinel).
+            spec["clusterIP"] = json!("None");
+            spec["publishNotReadyAddresses"] = json!(true);
+        }
+        c.child(
+            ChildKind::Service,
+            name,
+            json!({"metadata": c.meta(name, component), "spec": spec}),
+        )
+    };
+    vec![
+        svc(&n.master_service, "redis", &master_sel, &redis_port, false),
+        svc(
+            &n.replica_service,
+            "redis",
+            &replica_sel,
+            &redis_port,
+            false,
+        ),
+        svc(&n.redis_headless, "redis", &redis_sel, &redis_port, true),
+        svc(
+            &n.sentinel_service,
+            "sentinel",
+            &c.selector("sentinel"),
+            &sentinel_port,
+            false,
+        ),
+        svc(
+            &n.sentinel_headless,
+            "sentinel",
+            &c.selector("sentinel"),
+            &sentinel_port,
+            true,
+        ),
+    ]
+}
+
+fn redis_statefulset(c: &Ctx, config_hash: &str) -> Child {
+    let r = &c.rs.spec.redis;
+    let n = &c.names;
+    let mut env = vec![pod_ip_env()];
+    env.extend(c.password_env());
+    let mut containers = vec![with_resources(
+        json!({
+            "name": "redis",
+            "image": r.image,
+            "command": ["sh", "-c", conf::redis_start()],
+            "env": env,
+            "ports": [{"name": "redis", "containerPort": conf::REDIS_PORT}],
+            "readinessProbe": ping_probe(conf::REDIS_PORT, 5, 2, 3, 0),
+            "livenessProbe": ping_probe(conf::REDIS_PORT, 10, 5, 6, 15),
+            "securityContext": restricted_container(),
+            "volumeMounts": [
+                {"name": "data", "mountPath": "/data"},
+                {"name": "config", "mountPath": "/etc/redis", "readOnly": true},
+                {"name": "tmp", "mountPath": "/tmp"},
+            ],
+        }),
+        &r.resources,
+    )];
+    if let Some(x) = c.rs.spec.exporter.as_ref().filter(|x| x.enabled) {
+        let mut env = vec![
+            json!({"name": "REDIS_ADDR", "value": format!("redis://127.0.0.1:{}", conf::REDIS_PORT)}),
+        ];
+        if let Some((secret, key)) = password_ref(c.rs) {
+            env.push(json!({"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}));
+        }
+        containers.push(with_resources(
+            json!({
+                "name": "exporter",
+                "image": x.image.clone().unwrap_or_else(|| DEFAULT_EXPORTER_IMAGE.into()),
+                "env": env,
+                "ports": [{"name": "metrics", "containerPort": conf::EXPORTER_PORT}],
+                "securityContext": restricted_container(),
+            }),
+            &x.resources,
+        ));
+    }
+    let mut volumes = vec![
+        json!({"name": "config", "configMap": {"name": n.config, "items": [{"key": "redis.conf", "path": "redis.conf"}]}}),
+        json!({"name": "tmp", "emptyDir": {}}),
+    ];
+    let storage = r.storage.as_ref();
+    if storage.is_none() {
+        volumes.push(json!({"name": "data", "emptyDir": {}}));
+    }
+    let selector = c.selector("redis");
+    let mut pod_spec = json!({
+        "automountServiceAccountToken": false,
+        "enableServiceLinks": false,
+        "terminationGracePeriodSeconds": 30,
+        "securityContext": restricted_pod(),
+        "containers": containers,
+        "volumes": volumes,
+    });
+    if let Some(m) = pod_spec.as_object_mut() {
+        placement(m, c.rs.spec.scheduling.as_ref(), &selector);
+    }
+    let mut spec = json!({
+        "replicas": r.replicas,
+        "serviceName": n.redis_headless,
+        "podManagementPolicy": "Parallel",
+        // The operator rolls Redis pods itself: replicas first, then a Sentinel failover,
+        // then the old master.
+        "updateStrategy": {"type": "OnDelete"},
+        "selector": {"matchLabels": selector},
+        "template": {
+            "metadata": {"labels": c.labels("redis"), "annotations": {labels::CONFIG_HASH: config_hash}},
+            "spec": pod_spec,
+        },
+    });
+    if let Some(s) = storage {
+        let mut claim = json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": s.size}}});
+        if let Some(class) = &s.storage_class_name {
+            claim["storageClassName"] = json!(class);
+        }
+        spec["volumeClaimTemplates"] =
+            json!([{"metadata": {"name": "data", "labels": selector}, "spec": claim}]);
+        let when_deleted = match s.when_deleted {
+            ClaimRetention::Retain => "Retain",
+            ClaimRetention::Delete => "Delete",
+        };
+        spec["persistentVolumeClaimRetentionPolicy"] =
+            json!({"whenDeleted": when_deleted, "whenScaled": "Retain"});
+    }
+    c.child(
+        ChildKind::StatefulSet,
+        &n.redis,
+        json!({"metadata": c.meta(&n.redis, "redis"), "spec": spec}),
+    )
+}
+
+fn sentinel_statefulset(c: &Ctx, config_hash: &str) -> Child {
+    let s = &c.rs.spec.sentinel;
+    let n = &c.names;
+    let mut env = vec![pod_ip_env()];
+    env.extend(c.password_env());
+    let image = s
+        .image
+        .clone()
+        .unwrap_or_else(|| c.rs.spec.redis.image.clone());
+    let container = with_resources(
+        json!({
+            "name": "sentinel",
+            "image": image,
+            "command": ["sh", "-c", conf::sentinel_start()],
+            "env": env,
+            "ports": [{"name": "sentinel", "containerPort": conf::SENTINEL_PORT}],
+            "readinessProbe": ping_probe(conf::SENTINEL_PORT, 5, 2, 3, 0),
+            "livenessProbe": ping_probe(conf::SENTINEL_PORT, 10, 5, 6, 15),
+            "securityContext": restricted_container(),
+            "volumeMounts": [
+                {"name": "data", "mountPath": "/data"},
+                {"name": "config", "mountPath": "/etc/redis", "readOnly": true},
+                {"name": "tmp", "mountPath": "/tmp"},
+            ],
+        }),
+        &s.resources,
+    );
+    let selector = c.selector("sentinel");
+    let mut pod_spec = json!({
+        "automountServiceAccountToken": false,
+        "enableServiceLinks": false,
+        "terminationGracePeriodSeconds": 10,
+        "securityContext": restricted_pod(),
+        "containers": [container],
+        "volumes": [
+            {"name": "config", "configMap": {"name": n.config, "items": [{"key": "sentinel.conf", "path": "sentinel.conf"}]}},
+            {"name": "data", "emptyDir": {}},
+            {"name": "tmp", "emptyDir": {}},
+        ],
+    });
+    if let Some(m) = pod_spec.as_object_mut() {
+        placement(m, c.rs.spec.scheduling.as_ref(), &selector);
+    }
+    let spec = json!({
+        "replicas": s.replicas,
+        "serviceName": n.sentinel_headless,
+        "podManagementPolicy": "Parallel",
+        // One Sentinel at a time, each back and ready before the next goes.
+        "updateStrategy": {"type": "RollingUpdate"},
+        "selector": {"matchLabels": selector},
+        "template": {
+            "metadata": {"labels": c.labels("sentinel"), "annotations": {labels::CONFIG_HASH: config_hash}},
+            "spec": pod_spec,
+        },
+    });
+    c.child(
+        ChildKind::StatefulSet,
+        &n.sentinel,
+        json!({"metadata": c.meta(&n.sentinel, "sentinel"), "spec": spec}),
+    )
+}
+
+fn disruption_budgets(c: &Ctx) -> Vec<Child> {
+    ["redis", "sentinel"]
+        .iter()
+        .map(|component| {
+            let name = format!("{}-{component}", c.name);
+            // One pod at a time, and an unhealthy pod never holds a drain up.
+            let spec = json!({
+                "maxUnavailable": 1,
+                "unhealthyPodEvictionPolicy": "AlwaysAllow",
+                "selector": {"matchLabels": c.selector(component)},
+            });
+            c.child(
+                ChildKind::PodDisruptionBudget,
+                &name,
+                json!({"metadata": c.meta(&name, component), "spec": spec}),
+            )
+        })
+        .collect()
+}
+
+/// Without a password, only the store's own pods, its declared clients (pods labelled
+/// `guestbook-operator.dev/redis-client: <name>`) and the operator may connect.
+fn network_policy(c: &Ctx) -> Child {
+    let name = format!("{}-redis", c.name);
+    let instance = BTreeMap::from([
+        (labels::NAME.to_string(), APP.to_string()),
+        (labels::INSTANCE.to_string(), c.name.clone()),
+    ]);
+    let mut rules = vec![json!({"from": [
+        {"podSelector": {"matchLabels": instance}},
+        {"podSelector": {"matchLabels": {"guestbook-operator.dev/redis-client": c.name}}},
+        {"namespaceSelector": {}, "podSelector": {"matchLabels": {labels::NAME: "guestbook-operator"}}},
+    ]})];
+    if c.rs.spec.exporter.as_ref().is_some_and(|x| x.enabled) {
+        rules.push(json!({"ports": [{"port": conf::EXPORTER_PORT}]}));
+    }
+    let spec = json!({"podSelector": {"matchLabels": instance}, "policyTypes": ["Ingress"], "ingress": rules});
+    c.child(
+        ChildKind::NetworkPolicy,
+        &name,
+        json!({"metadata": c.meta(&name, "redis"), "spec": spec}),
+    )
+}
+
+fn backup(c: &Ctx) -> Vec<Child> {
+    let Some(b) = &c.rs.spec.backup else {
+        return Vec::new();
+    };
+    let n = &c.names;
+    let mut out = Vec::new();
+    let claim = match &b.destination.volume.claim_name {
+        Some(existing) => existing.clone(),
+        None => {
+            let mut spec = json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": b.destination.volume.size}}});
+            if let Some(class) = &b.destination.volume.storage_class_name {
+                spec["storageClassName"] = json!(class);
+            }
+            out.push(c.child(
+                ChildKind::PersistentVolumeClaim,
+                &n.backup,
+                json!({"metadata": c.meta(&n.backup, "backup"), "spec": spec}),
+            ));
+            n.backup.clone()
+        }
+    };
+    let mut env = vec![json!({"name": "RETENTION", "value": b.retention.to_string()})];
+    if let Some((secret, key)) = password_ref(c.rs) {
+        env.push(json!({"name": "REDISCLI_AUTH", "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}));
+    }
+    let pod = json!({
+        "metadata": {"labels": c.labels("backup")},
+        "spec": {
+            "restartPolicy": "Never",
+            "automountServiceAccountToken": false,
+            "enableServiceLinks": false,
+            "securityContext": restricted_pod(),
+            "containers": [{
+                "name": "backup",
+                "image": c.rs.spec.redis.image,
+                "command": ["sh", "-c", conf::backup_script(c.rs)],
+                "env": env,
+                "terminationMessagePolicy": "FallbackToLogsOnError",
+                "securityContext": restricted_container(),
+                "volumeMounts": [{"name": "backup", "mountPath": "/backup"}, {"name": "tmp", "mountPath": "/tmp"}],
+            }],
+            "volumes": [{"name": "backup", "persistentVolumeClaim": {"claimName": claim}}, {"name": "tmp", "emptyDir": {}}],
+        },
+    });
+    let mut spec = json!({
+        "schedule": b.schedule,
+        "suspend": b.suspend,
+        "concurrencyPolicy": "Forbid",
+        "startingDeadlineSeconds": 600,
+        "successfulJobsHistoryLimit": 3,
+        "failedJobsHistoryLimit": 3,
+        "jobTemplate": {"metadata": {"labels": c.labels("backup")}, "spec": {"backoffLimit": 2, "activeDeadlineSeconds": 3600, "template": pod}},
+    });
+    if let Some(tz) = &b.time_zone {
+        spec["timeZone"] = json!(tz);
+    }
+    out.push(c.child(
+        ChildKind::CronJob,
+        &n.backup,
+        json!({"metadata": c.meta(&n.backup, "backup"), "spec": spec}),
+    ));
+    out
+}
+
+/// Every child of `rs`.
+pub fn build(rs: &RedisSentinel, inputs: &Inputs) -> Vec<Child> {
+    let name = rs.name_any();
+    let c = Ctx {
+        rs,
+        ns: rs.namespace().unwrap_or_default(),
+        names: Names::of(&name),
+        owner: rs.controller_owner_ref(&()).into_iter().collect(),
+        part_of: rs
+            .labels()
+            .get(labels::PART_OF)
+            .cloned()
+            .unwrap_or_else(|| name.clone()),
+        name,
+    };
+    let (redis_conf, sentinel_conf) = (conf::redis_conf(rs), conf::sentinel_conf(rs));
+    let mut out = Vec::new();
+    if rs.spec.auth.enabled && rs.spec.auth.existing_secret.is_none() {
+        let n = &c.names.auth_secret;
+        let mut secret = c.child(
+            ChildKind::Secret,
+            n,
+            json!({"metadata": c.meta(n, "redis"), "type": "Opaque"}),
+        );
+        let mut initial = secret.object.clone();
+        initial["stringData"] = json!({"password": inputs.generated_password});
+        secret.initial = Some(initial);
+        out.push(secret);
+    }
+    out.push(c.child(
+        ChildKind::ConfigMap,
+        &c.names.config,
+        json!({"metadata": c.meta(&c.names.config, "redis"), "data": {"redis.conf": redis_conf, "sentinel.conf": sentinel_conf}}),
+    ));
+    out.extend(services(&c));
+    out.extend(disruption_budgets(&c));
+    if !rs.spec.auth.enabled {
+        out.push(network_policy(&c));
+    }
+    out.push(redis_statefulset(
+        &c,
+        &fnv(&format!("{redis_conf}{}", conf::redis_start())),
+    ));
+    out.push(sentinel_statefulset(
+        &c,
+        &fnv(&format!("{sentinel_conf}{}", conf::sentinel_start())),
+    ));
+    out.extend(backup(&c));
+    out
+}
