@@ -3,6 +3,7 @@
 use crate::crd::{Guestbook, PatroniCluster, RedisSentinel, VoteApp};
 use crate::k8s::apply::ChildCache;
 use crate::metrics::Metrics;
+use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource};
@@ -10,6 +11,9 @@ use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
+
+pub type RedisTrigger =
+    futures::channel::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<RedisSentinel>>;
 
 /// Read-only caches of our four kinds, filled by the controllers' own watches.
 #[derive(Clone)]
@@ -19,6 +23,8 @@ pub struct Caches {
     pub guestbooks: Store<Guestbook>,
     pub vote_apps: Store<VoteApp>,
     pub children: ChildCaches,
+    /// Pods of RedisSentinels (the heal loop talks to them by address).
+    pub redis_pods: Store<Pod>,
 }
 
 /// Each controller's children, as its own watches see them.
@@ -29,6 +35,10 @@ pub struct ChildCaches {
 
 pub struct Context {
     pub client: Client,
+    /// Failover followers of RedisSentinels.
+    pub redis_followers: crate::controllers::redis_sentinel::follow::Followers,
+    /// Asks the RedisSentinel controller to reconcile one object now.
+    pub redis_trigger: RedisTrigger,
     /// The one namespace watched, or all of them.
     pub namespace: Option<String>,
     pub caches: Caches,
@@ -45,6 +55,7 @@ impl Context {
         caches: Caches,
         metrics: Arc<Metrics>,
         recorder: Recorder,
+        redis_trigger: RedisTrigger,
     ) -> Self {
         Self {
             client,
@@ -52,6 +63,8 @@ impl Context {
             caches,
             metrics,
             recorder,
+            redis_trigger,
+            redis_followers: Default::default(),
             failures: Mutex::default(),
         }
     }
@@ -122,6 +135,7 @@ impl Caches {
             guestbooks: filled(guestbooks),
             vote_apps: filled(vote_apps),
             children: ChildCaches::default(),
+            redis_pods: filled(Vec::new()),
         }
     }
 }

@@ -30,6 +30,9 @@ pub enum Error {
         what: String,
         source: std::io::Error,
     },
+    /// A store (Redis, Sentinel, Patroni) did not do what it was asked.
+    #[error("store: {0}")]
+    Store(String),
     /// The HTTP server could not start.
     #[error("HTTP server on {addr}: {source}")]
     Http {
@@ -54,6 +57,7 @@ impl Error {
             Error::Serialize { .. } => "serialize",
             Error::LostLeadership(_) => "lost_leadership",
             Error::Http { .. } => "http",
+            Error::Store(_) => "store",
             Error::Io { .. } => "io",
             Error::Controller(..) => "controller",
         }

@@ -10,4 +10,5 @@ pub mod k8s;
 pub mod leader;
 pub mod manager;
 pub mod metrics;
+pub mod stores;
 pub mod telemetry;

@@ -157,7 +157,9 @@ async fn run_controllers(
     shutdown: watch::Receiver<bool>,
 ) {
     let ns = namespace.as_deref();
-    let (rs, rs_children) = controllers::redis_sentinel::controller(&client, ns);
+    let (redis_trigger, redis_requests) = futures::channel::mpsc::unbounded();
+    let (rs, rs_children, redis_pods) =
+        controllers::redis_sentinel::controller(&client, ns, redis_requests);
     let pc = controllers::patroni_cluster::controller(&client, ns);
     let gb = controllers::guestbook::controller(&client, ns);
     let va = controllers::vote_app::controller(&client, ns);
@@ -169,6 +171,7 @@ async fn run_controllers(
         children: ChildCaches {
             redis_sentinel: rs_children,
         },
+        redis_pods,
     };
     let synced = {
         let c = caches.clone();
@@ -191,12 +194,14 @@ async fn run_controllers(
         controller: "guestbook-operator".into(),
         instance: identity,
     };
+    let recorder = Recorder::new(client.clone(), reporter);
     let ctx = Arc::new(Context::new(
-        client.clone(),
+        client,
         namespace,
         caches,
         metrics,
-        Recorder::new(client, reporter),
+        recorder,
+        redis_trigger,
     ));
     let stop = || shutdown_signal(shutdown.clone());
     use controllers::{guestbook as g, patroni_cluster as p, redis_sentinel as r, vote_app as v};

@@ -27,6 +27,7 @@ pub struct Metrics {
     duration: Family<KindLabels, Histogram>,
     /// 1 while this replica holds the leader Lease (or runs without election).
     pub leader: Gauge,
+    follow: Histogram,
 }
 
 impl Default for Metrics {
@@ -40,6 +41,7 @@ impl Default for Metrics {
             ])
         });
         let leader = Gauge::default();
+        let follow = Histogram::new([0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0]);
         registry.register("reconciles", "Reconciles run, by kind", reconciles.clone());
         registry.register(
             "reconcile_errors",
@@ -62,6 +64,7 @@ impl Default for Metrics {
             errors,
             duration,
             leader,
+            follow,
         }
     }
 }
@@ -72,6 +75,10 @@ impl Metrics {
         self.duration
             .get_or_create(&KindLabels { kind })
             .observe(took.as_secs_f64());
+    }
+
+    pub fn master_followed(&self, took: Duration) {
+        self.follow.observe(took.as_secs_f64());
     }
 
     pub fn failed(&self, kind: &'static str, reason: &'static str) {

@@ -50,6 +50,8 @@ where
 pub struct Verdict {
     pub health: Health,
     pub extras: Vec<Extra>,
+    /// Look again after this long, instead of the default for the health.
+    pub requeue: Option<Duration>,
 }
 
 impl Verdict {
@@ -57,6 +59,7 @@ impl Verdict {
         Self {
             health,
             extras: Vec::new(),
+            requeue: None,
         }
     }
     pub fn with(mut self, extra: Extra) -> Self {
@@ -114,6 +117,9 @@ where
         {
             publish(ctx, obj, EventType::Warning, reason, "Validate", message).await;
         }
+    }
+    if let Some(after) = verdict.requeue {
+        return Ok(Action::requeue(after));
     }
     Ok(match verdict.health {
         // Stalled needs a change to the object or to what it references; both arrive as

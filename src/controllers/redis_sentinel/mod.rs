@@ -2,23 +2,35 @@
 
 pub mod build;
 pub mod conf;
+pub mod follow;
+pub mod heal;
+pub mod topology;
 
 use super::{
-    Managed, SecretRef, Verdict, check_secret, finish, instrumented, not_yet_managed, referrers,
+    Managed, SecretRef, Verdict, check_secret, finish, instrumented, not_yet_managed, publish,
+    referrers,
 };
 use crate::context::{Context, scoped_api};
 use crate::crd::RedisSentinel;
+use crate::crd::redis_sentinel::RedisMasterStatus;
 use crate::error::Result;
 use crate::k8s::apply::{self, ChildCache};
 use crate::k8s::children::ChildKind;
 use crate::k8s::conditions::{Extra, Health};
 use crate::k8s::labels;
+use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::core::PartialObjectMeta;
+use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
 use std::sync::Arc;
+use std::time::Duration;
+use topology::{Plan, RedisNode, SentinelNode};
 
 impl Managed for RedisSentinel {
     const KIND: &'static str = "RedisSentinel";
@@ -139,8 +151,105 @@ pub fn rollout(rs: &RedisSentinel, cache: &ChildCache) -> Health {
     )
 }
 
+/// What the data plane looks like, for status.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Topology {
+    pub master: Option<(String, String)>,
+    pub replicas_in_sync: i32,
+    pub sentinels_agreeing: i32,
+}
+
+/// Pure: the observed topology once the plan's master is known.
+pub fn topology_of(plan: &Plan, redis: &[RedisNode], sentinels: &[SentinelNode]) -> Topology {
+    let Some(master) = plan
+        .master
+        .as_ref()
+        .and_then(|m| redis.iter().find(|n| &n.pod == m))
+    else {
+        return Topology::default();
+    };
+    let in_sync = redis
+        .iter()
+        .filter(|n| n.pod != master.pod)
+        .filter(|n| {
+            n.replication.as_ref().is_some_and(|r| {
+                !r.is_master && r.link_up && r.master_host.as_deref() == Some(master.ip.as_str())
+            })
+        })
+        .count();
+    let agreeing = sentinels
+        .iter()
+        .filter(|s| {
+            s.view
+                .as_ref()
+                .and_then(|v| v.master.as_ref())
+                .is_some_and(|(ip, _)| *ip == master.ip)
+        })
+        .count();
+    Topology {
+        master: Some((master.pod.clone(), master.ip.clone())),
+        replicas_in_sync: i32::try_from(in_sync).unwrap_or(i32::MAX),
+        sentinels_agreeing: i32::try_from(agreeing).unwrap_or(i32::MAX),
+    }
+}
+
+/// Pure: overall health from the rollout, the plan and the topology.
+pub fn assess(rs: &RedisSentinel, rollout: Health, plan: &Plan, topo: &Topology) -> Health {
+    if let Some(why) = &plan.hold {
+        return Health::progressing("FailoverInProgress", why.clone());
+    }
+    if !plan.steps.is_empty() {
+        return Health::progressing(
+            "ConfiguringReplication",
+            format!(
+                "{} change(s) to replication or Sentinel monitoring under way",
+                plan.steps.len()
+            ),
+        );
+    }
+    if !matches!(rollout, Health::Progressing { ref reason, .. } if reason == "ConfiguringReplication")
+    {
+        return rollout;
+    }
+    let Some((pod, ip)) = &topo.master else {
+        return Health::progressing("NoMaster", "no reachable Redis pod yet");
+    };
+    let (want_replicas, want_sentinels) = (rs.spec.redis.replicas - 1, rs.spec.sentinel.replicas);
+    if topo.replicas_in_sync < want_replicas {
+        return Health::progressing(
+            "ReplicasSyncing",
+            format!(
+                "{}/{want_replicas} replicas in sync with master {pod}",
+                topo.replicas_in_sync
+            ),
+        );
+    }
+    if topo.sentinels_agreeing < want_sentinels {
+        return Health::progressing(
+            "SentinelsConverging",
+            format!(
+                "{}/{want_sentinels} Sentinels agree that {pod} is master",
+                topo.sentinels_agreeing
+            ),
+        );
+    }
+    Health::Ready {
+        reason: "Healthy".into(),
+        message: format!(
+            "master {pod} ({ip}), {}/{want_replicas} replicas in sync, {}/{want_sentinels} Sentinels agree",
+            topo.replicas_in_sync, topo.sentinels_agreeing
+        ),
+    }
+}
+
+/// How often a healthy set is polled anyway: the safety net behind +switch-master.
+const SAFETY_POLL: Duration = Duration::from_secs(30);
+/// How soon to look again while converging.
+const CONVERGING: Duration = Duration::from_secs(2);
+
 pub async fn reconcile(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Action> {
     instrumented(rs, ctx, |rs, ctx| async move {
+        ctx.redis_followers.sweep(&ctx.caches.redis_sentinels);
         let world = dereference(&rs, &ctx).await?;
         let verdict = validate(&rs, &world);
         if matches!(verdict.health, Health::Stalled { .. }) {
@@ -160,27 +269,62 @@ pub async fn reconcile(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Acti
         if !applied.written.is_empty() || !applied.pruned.is_empty() {
             tracing::info!(written = ?applied.written, pruned = ?applied.pruned, "children applied");
         }
-        let verdict = Verdict { health: rollout(&rs, cache), extras: verdict.extras };
-        let selector = labels::selector(build::APP, &rs.name_any(), "redis")
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect::<Vec<_>>()
-            .join(",");
+
+        // The data plane: whatever runs is observed and repaired, ready or not (a failover
+        // happens exactly when pods are not ready).
+        let auth = heal::password(&ctx, &rs).await?;
+        let (redis, sentinels) = heal::observe(&ctx, &rs, &auth).await;
+        let handles = follow::Handles {
+            client: ctx.client.clone(),
+            pods: ctx.caches.redis_pods.clone(),
+            trigger: ctx.redis_trigger.clone(),
+            metrics: ctx.metrics.clone(),
+        };
+        ctx.redis_followers.ensure(&handles, &ns, &rs.name_any(), sentinels.iter().map(|s| s.ip.clone()).collect(), auth.clone());
+        let plan = topology::plan(&rs.spec, &redis, &sentinels);
+        if let Some(why) = &plan.decision {
+            publish(&ctx, rs.as_ref(), EventType::Warning, "SplitBrainResolved", "Heal", why).await;
+        }
+        let done = heal::execute(&ctx, &rs, &plan, &redis, &sentinels, &auth).await?;
+        if !done.is_empty() {
+            tracing::info!(actions = ?done, "repaired replication");
+            publish(&ctx, rs.as_ref(), EventType::Normal, "Repaired", "Heal", &done.join("; ")).await;
+        }
+        let topo = topology_of(&plan, &redis, &sentinels);
+        let previous_master = rs.status.as_ref().and_then(|s| s.master.as_ref()).map(|m| m.pod.clone());
+        let moved = matches!((&previous_master, &topo.master), (Some(old), Some((new, _))) if old != new);
+        if moved && let (Some(old), Some((new, _))) = (&previous_master, &topo.master) {
+            publish(&ctx, rs.as_ref(), EventType::Normal, "MasterChanged", "Failover", &format!("master moved from {old} to {new}")).await;
+        }
+        let health = assess(&rs, rollout(&rs, cache), &plan, &topo);
+        let requeue = Some(if matches!(health, Health::Ready { .. }) { SAFETY_POLL } else { CONVERGING });
+        let verdict = Verdict { health, extras: verdict.extras, requeue };
+        let selector = labels::selector(build::APP, &rs.name_any(), "redis").iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
         let replicas = readiness(cache, &ns, &build::Names::of(&rs.name_any()).redis, 0).0;
         finish(&ctx, rs.as_ref(), verdict, |s| {
             s.selector = Some(selector);
             s.replicas = Some(replicas);
+            if let Some((pod, ip)) = &topo.master {
+                s.master = Some(RedisMasterStatus { pod: pod.clone(), address: Some(ip.clone()) });
+            }
+            s.replicas_in_sync = Some(topo.replicas_in_sync);
+            s.sentinels_agreeing = Some(topo.sentinels_agreeing);
+            if moved {
+                s.last_failover_time = Some(Time(jiff::Timestamp::now()));
+            }
         })
         .await
     })
     .await
 }
 
-/// The controller, woken by its children and by Secrets a RedisSentinel references.
+/// The controller, woken by its children, its pods, Secrets a RedisSentinel references, and
+/// failover followers (`requests`).
 pub fn controller(
     client: &Client,
     namespace: Option<&str>,
-) -> (Controller<RedisSentinel>, ChildCache) {
+    requests: futures::channel::mpsc::UnboundedReceiver<ObjectRef<RedisSentinel>>,
+) -> (Controller<RedisSentinel>, ChildCache, Store<Pod>) {
     let wc = watcher::Config::default();
     let ctl = Controller::new(scoped_api::<RedisSentinel>(client, namespace), wc.clone());
     let store = ctl.store();
@@ -195,5 +339,23 @@ pub fn controller(
                 .is_some_and(|s| s.name == name)
         })
     });
-    apply::watch_children(ctl, client, namespace, build::KIND, CHILD_KINDS)
+    // Pods come with the owner labels of their template: a pod event reconciles its owner.
+    let (pods, writer) = reflector::store();
+    let pod_events = reflector::reflector(
+        writer,
+        watcher::watcher(
+            scoped_api::<Pod>(client, namespace),
+            watcher::Config::default().labels(&labels::owned_by_kind(build::KIND)),
+        ),
+    )
+    .default_backoff()
+    .touched_objects();
+    let ctl = ctl
+        .watches_stream(pod_events, |pod| {
+            let name = pod.labels().get(labels::OWNER_NAME).cloned()?;
+            Some(ObjectRef::new(&name).within(&pod.namespace()?))
+        })
+        .reconcile_on(requests);
+    let (ctl, children) = apply::watch_children(ctl, client, namespace, build::KIND, CHILD_KINDS);
+    (ctl, children, pods)
 }

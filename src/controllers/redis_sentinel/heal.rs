@@ -1,0 +1,264 @@
+//! The heal loop's edges: observe every Redis and Sentinel by pod address, then carry out a
+//! plan from [`super::topology`].
+
+use super::build::{self, Names};
+use super::conf::{REDIS_PORT, SENTINEL_PORT};
+use super::topology::{self, Plan, RedisNode, SentinelNode, Step};
+use crate::context::Context;
+use crate::crd::RedisSentinel;
+use crate::error::{Error, Result};
+use crate::k8s::labels;
+use crate::stores::redis::{self as store, Endpoint};
+use k8s_openapi::api::core::v1::{Pod, Secret};
+use kube::api::{Patch, PatchParams};
+use kube::{Api, ResourceExt};
+use std::sync::Arc;
+
+/// The password Redis and Sentinel require, if auth is on.
+pub async fn password(ctx: &Context, rs: &RedisSentinel) -> Result<Option<String>> {
+    let Some((secret, key)) = build::password_ref(rs) else {
+        return Ok(None);
+    };
+    let api: Api<Secret> = ctx.namespaced(&rs.namespace().unwrap_or_default());
+    let s = api.get_opt(&secret).await?;
+    let value = s.and_then(|s| s.data).and_then(|d| {
+        d.get(&key)
+            .map(|v| String::from_utf8_lossy(&v.0).to_string())
+    });
+    // The generated Secret may not be in place yet on the very first pass.
+    Ok(value)
+}
+
+fn running(p: &Pod) -> Option<String> {
+    if p.metadata.deletion_timestamp.is_some() {
+        return None;
+    }
+    let status = p.status.as_ref()?;
+    let up = status
+        .container_statuses
+        .iter()
+        .flatten()
+        .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
+    up.then(|| status.pod_ip.clone()).flatten()
+}
+
+fn ordinal(pod: &str) -> i32 {
+    pod.rsplit('-')
+        .next()
+        .and_then(|n| n.parse().ok())
+        .unwrap_or(i32::MAX)
+}
+
+/// Pods of one component of `rs`, from the controller's pod cache.
+pub fn pods(ctx: &Context, rs: &RedisSentinel, component: &str) -> Vec<Arc<Pod>> {
+    let ns = rs.namespace();
+    let name = rs.name_any();
+    let mut out: Vec<Arc<Pod>> = ctx
+        .caches
+        .redis_pods
+        .state()
+        .into_iter()
+        .filter(|p| p.metadata.namespace == ns)
+        .filter(|p| {
+            let l = p.labels();
+            l.get(labels::INSTANCE) == Some(&name)
+                && l.get(labels::COMPONENT).map(String::as_str) == Some(component)
+                && l.get(labels::NAME).map(String::as_str) == Some(build::APP)
+        })
+        .collect();
+    out.sort_by_key(|p| ordinal(&p.name_any()));
+    out
+}
+
+/// Asks every running Redis and Sentinel pod what it knows, all at once.
+pub async fn observe(
+    ctx: &Context,
+    rs: &RedisSentinel,
+    password: &Option<String>,
+) -> (Vec<RedisNode>, Vec<SentinelNode>) {
+    let group = rs.name_any();
+    let redis = futures::future::join_all(pods(ctx, rs, "redis").into_iter().filter_map(|p| {
+        let ip = running(&p)?;
+        let ep = Endpoint {
+            ip: ip.clone(),
+            port: REDIS_PORT as u16,
+            password: password.clone(),
+        };
+        Some(async move {
+            let (replication, keys) = match store::replication(&ep).await {
+                Ok((r, k)) => (Some(r), k),
+                Err(e) => {
+                    tracing::debug!(pod = %p.name_any(), error = %e, "Redis not reachable");
+                    (None, 0)
+                }
+            };
+            RedisNode {
+                pod: p.name_any(),
+                ordinal: ordinal(&p.name_any()),
+                ip,
+                replication,
+                keys,
+                role_label: p.labels().get(labels::ROLE).cloned(),
+            }
+        })
+    }))
+    .await;
+    let sentinels = futures::future::join_all(pods(ctx, rs, "sentinel").into_iter().filter_map(|p| {
+        let ip = running(&p)?;
+        let ep = Endpoint { ip: ip.clone(), port: SENTINEL_PORT as u16, password: password.clone() };
+        let group = group.clone();
+        Some(async move {
+            let view = store::sentinel_view(&ep, &group).await.map_err(|e| tracing::debug!(pod = %p.name_any(), error = %e, "Sentinel not reachable")).ok();
+            SentinelNode { pod: p.name_any(), ip, view }
+        })
+    }))
+    .await;
+    (redis, sentinels)
+}
+
+fn store_err(e: store::StoreError) -> Error {
+    Error::Store(e.to_string())
+}
+
+/// Sets a pod's role label; the master Service selects on it.
+pub async fn label(ctx: &Context, ns: &str, pod: &str, role: &str) -> Result<()> {
+    let api: Api<Pod> = ctx.namespaced(ns);
+    let patch = serde_json::json!({"metadata": {"labels": {labels::ROLE: role}}});
+    api.patch(pod, &PatchParams::default(), &Patch::Merge(&patch))
+        .await?;
+    Ok(())
+}
+
+/// Carries out `plan`; returns what it did, for events and logs.
+pub async fn execute(
+    ctx: &Context,
+    rs: &RedisSentinel,
+    plan: &Plan,
+    redis: &[RedisNode],
+    sentinels: &[SentinelNode],
+    password: &Option<String>,
+) -> Result<Vec<String>> {
+    let ns = rs.namespace().unwrap_or_default();
+    let group = rs.name_any();
+    let Some(master) = plan
+        .master
+        .as_ref()
+        .and_then(|m| redis.iter().find(|n| &n.pod == m))
+    else {
+        return Ok(Vec::new());
+    };
+    let redis_ep = |pod: &str| {
+        redis.iter().find(|n| n.pod == pod).map(|n| Endpoint {
+            ip: n.ip.clone(),
+            port: REDIS_PORT as u16,
+            password: password.clone(),
+        })
+    };
+    let sentinel_ep = |pod: &str| {
+        sentinels.iter().find(|n| n.pod == pod).map(|n| Endpoint {
+            ip: n.ip.clone(),
+            port: SENTINEL_PORT as u16,
+            password: password.clone(),
+        })
+    };
+    let monitor = |ep: Endpoint| {
+        let (group, ip) = (group.clone(), master.ip.clone());
+        let quorum = rs.spec.sentinel.effective_quorum().to_string();
+        let mut settings = topology::sentinel_settings(&rs.spec);
+        settings.retain(|(k, _)| k != "quorum");
+        let auth = password.clone();
+        async move {
+            store::sentinel(
+                &ep,
+                &["MONITOR", &group, &ip, &REDIS_PORT.to_string(), &quorum],
+            )
+            .await?;
+            if let Some(pw) = &auth {
+                store::sentinel(&ep, &["SET", &group, "auth-pass", pw]).await?;
+            }
+            for (k, v) in &settings {
+                store::sentinel(&ep, &["SET", &group, k, v]).await?;
+            }
+            Ok::<(), store::StoreError>(())
+        }
+    };
+    // Order matters: the new master first, then the Service moves (old label off before the
+    // new one on, so it never selects two masters), then replicas, then Sentinels.
+    let mut steps = plan.steps.clone();
+    steps.sort_by_key(|s| match s {
+        Step::Promote { .. } => 0,
+        Step::Label {
+            role: "replica", ..
+        } => 1,
+        Step::Label { .. } => 2,
+        Step::Follow { .. } => 3,
+        _ => 4,
+    });
+    let mut done = Vec::new();
+    for step in &steps {
+        match step {
+            Step::Promote { pod } => {
+                if let Some(ep) = redis_ep(pod) {
+                    store::replicaof(&ep, None).await.map_err(store_err)?;
+                    done.push(format!("promoted {pod} to master"));
+                }
+            }
+            Step::Follow { pod } => {
+                if let Some(ep) = redis_ep(pod) {
+                    store::replicaof(&ep, Some((&master.ip, REDIS_PORT as u16)))
+                        .await
+                        .map_err(store_err)?;
+                    done.push(format!("pointed {pod} at master {}", master.pod));
+                }
+            }
+            Step::Label { pod, role } => {
+                label(ctx, &ns, pod, role).await?;
+                done.push(format!("labelled {pod} {role}"));
+            }
+            Step::Monitor { sentinel } => {
+                if let Some(ep) = sentinel_ep(sentinel) {
+                    monitor(ep).await.map_err(store_err)?;
+                    done.push(format!("Sentinel {sentinel} now monitors {}", master.pod));
+                }
+            }
+            Step::Remonitor { sentinel } => {
+                if let Some(ep) = sentinel_ep(sentinel) {
+                    store::sentinel(&ep, &["REMOVE", &group])
+                        .await
+                        .map_err(store_err)?;
+                    monitor(ep).await.map_err(store_err)?;
+                    done.push(format!(
+                        "Sentinel {sentinel} watched a stale address; now monitors {}",
+                        master.pod
+                    ));
+                }
+            }
+            Step::Configure { sentinel, settings } => {
+                if let Some(ep) = sentinel_ep(sentinel) {
+                    for (k, v) in settings {
+                        store::sentinel(&ep, &["SET", &group, k, v])
+                            .await
+                            .map_err(store_err)?;
+                    }
+                    done.push(format!("Sentinel {sentinel} settings updated"));
+                }
+            }
+            Step::Reset { sentinel } => {
+                if let Some(ep) = sentinel_ep(sentinel) {
+                    store::sentinel(&ep, &["RESET", &group])
+                        .await
+                        .map_err(store_err)?;
+                    done.push(format!(
+                        "Sentinel {sentinel} reset to forget gone replicas and Sentinels"
+                    ));
+                }
+            }
+        }
+    }
+    Ok(done)
+}
+
+/// The names used in status messages.
+pub fn names(rs: &RedisSentinel) -> Names {
+    Names::of(&rs.name_any())
+}

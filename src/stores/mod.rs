@@ -1,0 +1,3 @@
+//! Data-plane clients: how the operator talks to the stores it runs.
+
+pub mod redis;
