@@ -35,6 +35,8 @@ pub struct ChildCaches {
 
 pub struct Context {
     pub client: Client,
+    /// Resolves once every watch cache has listed.
+    pub synced: crate::k8s::sync::Synced,
     /// Failover followers of RedisSentinels.
     pub redis_followers: crate::controllers::redis_sentinel::follow::Followers,
     /// Asks the RedisSentinel controller to reconcile one object now.
@@ -56,9 +58,11 @@ impl Context {
         metrics: Arc<Metrics>,
         recorder: Recorder,
         redis_trigger: RedisTrigger,
+        synced: crate::k8s::sync::Synced,
     ) -> Self {
         Self {
             client,
+            synced,
             namespace,
             caches,
             metrics,

@@ -5,6 +5,7 @@ use crate::context::{Caches, ChildCaches, Context};
 use crate::controllers::{self, error_policy};
 use crate::error::{Error, Result};
 use crate::http::{self, Probe, Readiness};
+use crate::k8s::sync::Synced;
 use crate::leader::{LeaderElector, Timing};
 use crate::metrics::Metrics;
 use futures::{FutureExt, StreamExt};
@@ -158,11 +159,12 @@ async fn run_controllers(
 ) {
     let ns = namespace.as_deref();
     let (redis_trigger, redis_requests) = futures::channel::mpsc::unbounded();
+    let sync = Synced::default();
     let (rs, rs_children, redis_pods) =
-        controllers::redis_sentinel::controller(&client, ns, redis_requests);
-    let pc = controllers::patroni_cluster::controller(&client, ns);
-    let gb = controllers::guestbook::controller(&client, ns);
-    let va = controllers::vote_app::controller(&client, ns);
+        controllers::redis_sentinel::controller(&client, ns, redis_requests, &sync);
+    let pc = controllers::patroni_cluster::controller(&client, ns, &sync);
+    let gb = controllers::guestbook::controller(&client, ns, &sync);
+    let va = controllers::vote_app::controller(&client, ns, &sync);
     let caches = Caches {
         redis_sentinels: rs.store(),
         patroni_clusters: pc.store(),
@@ -174,20 +176,11 @@ async fn run_controllers(
         redis_pods,
     };
     let synced = {
-        let c = caches.clone();
+        let sync = sync.clone();
         async move {
-            let all = futures::future::join4(
-                c.redis_sentinels.wait_until_ready(),
-                c.patroni_clusters.wait_until_ready(),
-                c.guestbooks.wait_until_ready(),
-                c.vote_apps.wait_until_ready(),
-            )
-            .await;
-            let children = c.children.redis_sentinel.wait_until_ready().await;
-            if all.0.is_ok() && all.1.is_ok() && all.2.is_ok() && all.3.is_ok() && children {
-                probe.set(Readiness::Active);
-                tracing::info!("caches synced, controllers active");
-            }
+            sync.wait().await;
+            probe.set(Readiness::Active);
+            tracing::info!("caches synced, controllers active");
         }
     };
     let reporter = Reporter {
@@ -202,6 +195,7 @@ async fn run_controllers(
         metrics,
         recorder,
         redis_trigger,
+        sync,
     ));
     let stop = || shutdown_signal(shutdown.clone());
     use controllers::{guestbook as g, patroni_cluster as p, redis_sentinel as r, vote_app as v};

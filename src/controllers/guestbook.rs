@@ -43,9 +43,13 @@ pub async fn reconcile(gb: Arc<Guestbook>, ctx: Arc<Context>) -> Result<Action> 
 }
 
 /// The controller, also woken when a RedisSentinel or another Guestbook in the namespace changes.
-pub fn controller(client: &Client, namespace: Option<&str>) -> Controller<Guestbook> {
+pub fn controller(
+    client: &Client,
+    namespace: Option<&str>,
+    synced: &crate::k8s::sync::Synced,
+) -> Controller<Guestbook> {
     let wc = watcher::Config::default();
-    let ctl = Controller::new(scoped_api::<Guestbook>(client, namespace), wc.clone());
+    let ctl = super::main_controller::<Guestbook>(client, namespace, synced);
     let (by_store, by_sibling) = (ctl.store(), ctl.store());
     let stores = scoped_api::<RedisSentinel>(client, namespace);
     ctl.watches(stores, wc.clone(), move |rs| {

@@ -199,6 +199,31 @@ where
     )
 }
 
+/// A controller for `K` whose main watch is tracked by `synced` (see [`crate::k8s::sync`]).
+pub fn main_controller<K>(
+    client: &kube::Client,
+    namespace: Option<&str>,
+    synced: &crate::k8s::sync::Synced,
+) -> kube::runtime::Controller<K>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let (store, writer) = reflector::store();
+    let api = crate::context::scoped_api::<K>(client, namespace);
+    let events = synced.track(reflector::reflector(
+        writer,
+        watcher::watcher(api, watcher::Config::default()),
+    ));
+    kube::runtime::Controller::for_stream(events.applied_objects(), store)
+}
+
 /// Every cached object in `namespace` for which `refers` holds, as reconcile requests: how a
 /// change to something an object points at wakes that object.
 pub fn referrers<K>(

@@ -120,9 +120,13 @@ pub async fn reconcile(pc: Arc<PatroniCluster>, ctx: Arc<Context>) -> Result<Act
 }
 
 /// The controller, also woken when a Secret or claim a PatroniCluster references changes.
-pub fn controller(client: &Client, namespace: Option<&str>) -> Controller<PatroniCluster> {
+pub fn controller(
+    client: &Client,
+    namespace: Option<&str>,
+    synced: &crate::k8s::sync::Synced,
+) -> Controller<PatroniCluster> {
     let wc = watcher::Config::default();
-    let ctl = Controller::new(scoped_api::<PatroniCluster>(client, namespace), wc.clone());
+    let ctl = super::main_controller::<PatroniCluster>(client, namespace, synced);
     let (by_secret, by_claim) = (ctl.store(), ctl.store());
     let secrets = scoped_api::<PartialObjectMeta<Secret>>(client, namespace);
     let claims = scoped_api::<PartialObjectMeta<PersistentVolumeClaim>>(client, namespace);

@@ -54,9 +54,13 @@ pub async fn reconcile(app: Arc<VoteApp>, ctx: Arc<Context>) -> Result<Action> {
 }
 
 /// The controller, also woken when a store or another VoteApp in the namespace changes.
-pub fn controller(client: &Client, namespace: Option<&str>) -> Controller<VoteApp> {
+pub fn controller(
+    client: &Client,
+    namespace: Option<&str>,
+    synced: &crate::k8s::sync::Synced,
+) -> Controller<VoteApp> {
     let wc = watcher::Config::default();
-    let ctl = Controller::new(scoped_api::<VoteApp>(client, namespace), wc.clone());
+    let ctl = super::main_controller::<VoteApp>(client, namespace, synced);
     let (a, b, c) = (ctl.store(), ctl.store(), ctl.store());
     let redis = scoped_api::<RedisSentinel>(client, namespace);
     let postgres = scoped_api::<PatroniCluster>(client, namespace);

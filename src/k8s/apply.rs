@@ -50,16 +50,6 @@ impl ChildCache {
     pub fn kinds(&self) -> impl Iterator<Item = ChildKind> + '_ {
         self.stores.keys().copied()
     }
-
-    /// Resolves once every child cache has listed its kind.
-    pub async fn wait_until_ready(&self) -> bool {
-        for s in self.stores.values() {
-            if s.wait_until_ready().await.is_err() {
-                return false;
-            }
-        }
-        true
-    }
 }
 
 /// Adds to `ctl` a watch per child kind (only children labelled as owned by `owner_kind`),
@@ -70,6 +60,7 @@ pub fn watch_children<K>(
     namespace: Option<&str>,
     owner_kind: &str,
     kinds: &[ChildKind],
+    synced: &super::sync::Synced,
 ) -> (Controller<K>, ChildCache)
 where
     K: Resource<DynamicType = ()>
@@ -91,8 +82,8 @@ where
         let wc = watcher::Config::default().labels(&labels::owned_by_kind(owner_kind));
         let writer = reflector::store::Writer::new(ar.clone());
         cache.stores.insert(*kind, writer.as_reader());
-        let stream = reflector::reflector(writer, watcher::watcher(api, wc))
-            .default_backoff()
+        let stream = synced
+            .track(reflector::reflector(writer, watcher::watcher(api, wc)).default_backoff())
             .touched_objects();
         ctl = ctl.owns_stream_with(stream.boxed(), ar);
     }

@@ -5,6 +5,7 @@ pub mod children;
 pub mod conditions;
 pub mod labels;
 pub mod status;
+pub mod sync;
 
 /// The single field manager for everything the operator applies.
 pub const FIELD_MANAGER: &str = "guestbook-operator";

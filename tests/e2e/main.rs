@@ -4,6 +4,7 @@
 mod admission;
 mod leader;
 mod real;
+mod redis_sentinel;
 mod runner;
 mod status;
 mod support;

@@ -22,17 +22,43 @@ pub fn runner_state() -> Option<PathBuf> {
 /// One Redis command, one reply (as text; arrays joined by newlines). `None` when the server
 /// does not answer within 2 s.
 pub async fn redis(ip: Ipv4Addr, args: &[&str]) -> Option<String> {
+    resp(ip, 6379, None, args).await
+}
+
+fn encode(args: &[&str]) -> String {
+    let mut req = format!("*{}\r\n", args.len());
+    for a in args {
+        req += &format!("${}\r\n{a}\r\n", a.len());
+    }
+    req
+}
+
+/// One command to a Redis or Sentinel at `ip:port`, authenticating first when a password is
+/// given. `None` when the server does not answer within 3 s.
+pub async fn resp(
+    ip: Ipv4Addr,
+    port: u16,
+    password: Option<&str>,
+    args: &[&str],
+) -> Option<String> {
     let io = async {
-        let mut s = tokio::net::TcpStream::connect((ip, 6379)).await.ok()?;
-        let mut req = format!("*{}\r\n", args.len());
-        for a in args {
-            req += &format!("${}\r\n{a}\r\n", a.len());
+        let mut s = tokio::net::TcpStream::connect((ip, port)).await.ok()?;
+        let mut req = String::new();
+        if let Some(p) = password {
+            req += &encode(&["AUTH", p]);
         }
+        req += &encode(args);
         s.write_all(req.as_bytes()).await.ok()?;
         let mut r = BufReader::new(s);
+        if password.is_some() {
+            let auth = read_reply(&mut r).await?;
+            if auth != "OK" {
+                return Some(auth);
+            }
+        }
         read_reply(&mut r).await
     };
-    tokio::time::timeout(Duration::from_secs(2), io)
+    tokio::time::timeout(Duration::from_secs(3), io)
         .await
         .ok()
         .flatten()

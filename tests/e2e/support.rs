@@ -246,7 +246,11 @@ impl Operator {
                 "1",
             ])
             .args(extra)
-            .env("RUST_LOG", "info,guestbook_operator=debug")
+            .env(
+                "RUST_LOG",
+                std::env::var("GBO_E2E_LOG")
+                    .unwrap_or_else(|_| "info,guestbook_operator=debug".into()),
+            )
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(err)

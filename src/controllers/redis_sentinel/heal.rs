@@ -29,7 +29,9 @@ pub async fn password(ctx: &Context, rs: &RedisSentinel) -> Result<Option<String
     Ok(value)
 }
 
-fn running(p: &Pod) -> Option<String> {
+/// The pod's address and whether a container runs now. A pod whose process is down still
+/// counts: it exists, it is just unreachable (Sentinel, not we, decides what that means).
+fn address(p: &Pod) -> Option<(String, bool)> {
     if p.metadata.deletion_timestamp.is_some() {
         return None;
     }
@@ -39,7 +41,7 @@ fn running(p: &Pod) -> Option<String> {
         .iter()
         .flatten()
         .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
-    up.then(|| status.pod_ip.clone()).flatten()
+    Some((status.pod_ip.clone()?, up))
 }
 
 fn ordinal(pod: &str) -> i32 {
@@ -70,7 +72,8 @@ pub fn pods(ctx: &Context, rs: &RedisSentinel, component: &str) -> Vec<Arc<Pod>>
     out
 }
 
-/// Asks every running Redis and Sentinel pod what it knows, all at once.
+/// Asks every Redis and Sentinel pod what it knows, all at once. Pods whose process is down
+/// are kept, as unreachable.
 pub async fn observe(
     ctx: &Context,
     rs: &RedisSentinel,
@@ -78,19 +81,25 @@ pub async fn observe(
 ) -> (Vec<RedisNode>, Vec<SentinelNode>) {
     let group = rs.name_any();
     let redis = futures::future::join_all(pods(ctx, rs, "redis").into_iter().filter_map(|p| {
-        let ip = running(&p)?;
+        let (ip, up) = address(&p)?;
         let ep = Endpoint {
             ip: ip.clone(),
             port: REDIS_PORT as u16,
             password: password.clone(),
         };
         Some(async move {
-            let (replication, keys) = match store::replication(&ep).await {
-                Ok((r, k)) => (Some(r), k),
-                Err(e) => {
-                    tracing::debug!(pod = %p.name_any(), error = %e, "Redis not reachable");
-                    (None, 0)
-                }
+            let reached = match up {
+                true => store::replication(&ep)
+                    .await
+                    .map_err(
+                        |e| tracing::debug!(pod = %p.name_any(), error = %e, "Redis not reachable"),
+                    )
+                    .ok(),
+                false => None,
+            };
+            let (replication, keys) = match reached {
+                Some((r, k)) => (Some(r), k),
+                None => (None, 0),
             };
             RedisNode {
                 pod: p.name_any(),
@@ -104,11 +113,14 @@ pub async fn observe(
     }))
     .await;
     let sentinels = futures::future::join_all(pods(ctx, rs, "sentinel").into_iter().filter_map(|p| {
-        let ip = running(&p)?;
+        let (ip, up) = address(&p)?;
         let ep = Endpoint { ip: ip.clone(), port: SENTINEL_PORT as u16, password: password.clone() };
         let group = group.clone();
         Some(async move {
-            let view = store::sentinel_view(&ep, &group).await.map_err(|e| tracing::debug!(pod = %p.name_any(), error = %e, "Sentinel not reachable")).ok();
+            let view = match up {
+                true => store::sentinel_view(&ep, &group).await.map_err(|e| tracing::debug!(pod = %p.name_any(), error = %e, "Sentinel not reachable")).ok(),
+                false => None,
+            };
             SentinelNode { pod: p.name_any(), ip, view }
         })
     }))

@@ -157,10 +157,18 @@ pub struct Topology {
     pub master: Option<(String, String)>,
     pub replicas_in_sync: i32,
     pub sentinels_agreeing: i32,
+    /// Sentinels that agree and also know every replica and every other Sentinel: only
+    /// then can they fail over (a Sentinel learns replicas from the master every 10 s).
+    pub sentinels_ready: i32,
 }
 
 /// Pure: the observed topology once the plan's master is known.
-pub fn topology_of(plan: &Plan, redis: &[RedisNode], sentinels: &[SentinelNode]) -> Topology {
+pub fn topology_of(
+    rs: &RedisSentinel,
+    plan: &Plan,
+    redis: &[RedisNode],
+    sentinels: &[SentinelNode],
+) -> Topology {
     let Some(master) = plan
         .master
         .as_ref()
@@ -186,10 +194,24 @@ pub fn topology_of(plan: &Plan, redis: &[RedisNode], sentinels: &[SentinelNode])
                 .is_some_and(|(ip, _)| *ip == master.ip)
         })
         .count();
+    let (want_replicas, want_others) = (
+        i64::from(rs.spec.redis.replicas - 1),
+        i64::from(rs.spec.sentinel.replicas - 1),
+    );
+    let ready = sentinels
+        .iter()
+        .filter_map(|s| s.view.as_ref())
+        .filter(|v| v.master.as_ref().is_some_and(|(ip, _)| *ip == master.ip))
+        .filter(|v| {
+            v.number("num-slaves").unwrap_or(0) >= want_replicas
+                && v.number("num-other-sentinels").unwrap_or(0) >= want_others
+        })
+        .count();
     Topology {
         master: Some((master.pod.clone(), master.ip.clone())),
         replicas_in_sync: i32::try_from(in_sync).unwrap_or(i32::MAX),
         sentinels_agreeing: i32::try_from(agreeing).unwrap_or(i32::MAX),
+        sentinels_ready: i32::try_from(ready).unwrap_or(i32::MAX),
     }
 }
 
@@ -233,6 +255,15 @@ pub fn assess(rs: &RedisSentinel, rollout: Health, plan: &Plan, topo: &Topology)
             ),
         );
     }
+    if topo.sentinels_ready < want_sentinels {
+        return Health::progressing(
+            "SentinelsDiscovering",
+            format!(
+                "{}/{want_sentinels} Sentinels know every replica and Sentinel; until all do, a failover could stall",
+                topo.sentinels_ready
+            ),
+        );
+    }
     Health::Ready {
         reason: "Healthy".into(),
         message: format!(
@@ -250,6 +281,7 @@ const CONVERGING: Duration = Duration::from_secs(2);
 pub async fn reconcile(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Action> {
     instrumented(rs, ctx, |rs, ctx| async move {
         ctx.redis_followers.sweep(&ctx.caches.redis_sentinels);
+        tracing::debug!("dereferencing");
         let world = dereference(&rs, &ctx).await?;
         let verdict = validate(&rs, &world);
         if matches!(verdict.health, Health::Stalled { .. }) {
@@ -260,10 +292,9 @@ pub async fn reconcile(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Acti
         let password = random_password()?;
         let children = build::build(&rs, &build::Inputs { generated_password: &password });
         let cache = &ctx.caches.children.redis_sentinel;
+        tracing::debug!("applying children");
         // Comparing against a cache still filling would rewrite what already exists.
-        if !cache.wait_until_ready().await {
-            return Err(crate::error::Error::Controller(build::KIND, "child caches stopped".into()));
-        }
+        ctx.synced.wait().await;
         let mut applied = apply::apply(&ctx.client, cache, &ns, &children).await?;
         apply::prune(&ctx.client, cache, &ns, &uid, &children, &mut applied).await?;
         if !applied.written.is_empty() || !applied.pruned.is_empty() {
@@ -272,6 +303,7 @@ pub async fn reconcile(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Acti
 
         // The data plane: whatever runs is observed and repaired, ready or not (a failover
         // happens exactly when pods are not ready).
+        tracing::debug!("observing the data plane");
         let auth = heal::password(&ctx, &rs).await?;
         let (redis, sentinels) = heal::observe(&ctx, &rs, &auth).await;
         let handles = follow::Handles {
@@ -282,6 +314,7 @@ pub async fn reconcile(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Acti
         };
         ctx.redis_followers.ensure(&handles, &ns, &rs.name_any(), sentinels.iter().map(|s| s.ip.clone()).collect(), auth.clone());
         let plan = topology::plan(&rs.spec, &redis, &sentinels);
+        tracing::debug!(master = ?plan.master, steps = plan.steps.len(), hold = ?plan.hold, "planned");
         if let Some(why) = &plan.decision {
             publish(&ctx, rs.as_ref(), EventType::Warning, "SplitBrainResolved", "Heal", why).await;
         }
@@ -290,7 +323,7 @@ pub async fn reconcile(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Acti
             tracing::info!(actions = ?done, "repaired replication");
             publish(&ctx, rs.as_ref(), EventType::Normal, "Repaired", "Heal", &done.join("; ")).await;
         }
-        let topo = topology_of(&plan, &redis, &sentinels);
+        let topo = topology_of(&rs, &plan, &redis, &sentinels);
         let previous_master = rs.status.as_ref().and_then(|s| s.master.as_ref()).map(|m| m.pod.clone());
         let moved = matches!((&previous_master, &topo.master), (Some(old), Some((new, _))) if old != new);
         if moved && let (Some(old), Some((new, _))) = (&previous_master, &topo.master) {
@@ -324,9 +357,10 @@ pub fn controller(
     client: &Client,
     namespace: Option<&str>,
     requests: futures::channel::mpsc::UnboundedReceiver<ObjectRef<RedisSentinel>>,
+    synced: &crate::k8s::sync::Synced,
 ) -> (Controller<RedisSentinel>, ChildCache, Store<Pod>) {
     let wc = watcher::Config::default();
-    let ctl = Controller::new(scoped_api::<RedisSentinel>(client, namespace), wc.clone());
+    let ctl = super::main_controller::<RedisSentinel>(client, namespace, synced);
     let store = ctl.store();
     let secrets = scoped_api::<PartialObjectMeta<Secret>>(client, namespace);
     let ctl = ctl.watches(secrets, wc, move |secret| {
@@ -341,21 +375,25 @@ pub fn controller(
     });
     // Pods come with the owner labels of their template: a pod event reconciles its owner.
     let (pods, writer) = reflector::store();
-    let pod_events = reflector::reflector(
-        writer,
-        watcher::watcher(
-            scoped_api::<Pod>(client, namespace),
-            watcher::Config::default().labels(&labels::owned_by_kind(build::KIND)),
-        ),
-    )
-    .default_backoff()
-    .touched_objects();
+    let pod_events = synced
+        .track(
+            reflector::reflector(
+                writer,
+                watcher::watcher(
+                    scoped_api::<Pod>(client, namespace),
+                    watcher::Config::default().labels(&labels::owned_by_kind(build::KIND)),
+                ),
+            )
+            .default_backoff(),
+        )
+        .touched_objects();
     let ctl = ctl
         .watches_stream(pod_events, |pod| {
             let name = pod.labels().get(labels::OWNER_NAME).cloned()?;
             Some(ObjectRef::new(&name).within(&pod.namespace()?))
         })
         .reconcile_on(requests);
-    let (ctl, children) = apply::watch_children(ctl, client, namespace, build::KIND, CHILD_KINDS);
+    let (ctl, children) =
+        apply::watch_children(ctl, client, namespace, build::KIND, CHILD_KINDS, synced);
     (ctl, children, pods)
 }

@@ -1,0 +1,346 @@
+//! RedisSentinel end to end, with real redis-server and redis-sentinel behind the pods: the
+//! operator elects a master, the master Service follows Sentinel's failovers, acknowledged
+//! writes survive, and deleting the resource keeps the data's claims.
+
+use crate::real::{endpoints, ip, name, pods, resp, runner_state};
+use crate::support::{
+    Operator, TestNamespace, apply_yaml, client, condition, install_crds, wait_for,
+};
+use gbo_podrunner::fault;
+use guestbook_operator::crd::RedisSentinel;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod, Secret};
+use kube::api::{DeleteParams, ListParams};
+use kube::{Api, Client};
+use std::net::Ipv4Addr;
+use std::time::{Duration, Instant};
+
+const SPEC: &str = r#"
+apiVersion: guestbook-operator.dev/v1alpha1
+kind: RedisSentinel
+metadata: {name: cache}
+spec:
+  redis:
+    replicas: 3
+    storage: {size: 100Mi}
+    durability: {minReplicasToWrite: 1, minReplicasMaxLag: 10, appendOnly: true}
+  sentinel:
+    replicas: 3
+    downAfterMilliseconds: 2000
+    failoverTimeout: 6000
+"#;
+
+const SELECTOR: &str = "app.kubernetes.io/name=redis-sentinel,app.kubernetes.io/instance=cache,app.kubernetes.io/component=redis";
+
+async fn status(
+    c: &Client,
+    ns: &str,
+) -> Option<guestbook_operator::crd::redis_sentinel::RedisSentinelStatus> {
+    Api::<RedisSentinel>::namespaced(c.clone(), ns)
+        .get("cache")
+        .await
+        .ok()?
+        .status
+}
+
+async fn healthy(c: &Client, ns: &str) -> (String, Ipv4Addr) {
+    wait_for(
+        "the RedisSentinel to be Ready",
+        Duration::from_secs(120),
+        || async {
+            let (st, reason, _) = condition(c, ns, "RedisSentinel", "cache", "Ready").await?;
+            if st != "True" {
+                let _ = reason;
+                return None;
+            }
+            let m = status(c, ns).await?.master?;
+            Some((m.pod, m.address?.parse().ok()?))
+        },
+    )
+    .await
+}
+
+async fn password(c: &Client, ns: &str) -> String {
+    let s = Api::<Secret>::namespaced(c.clone(), ns)
+        .get("cache-redis-auth")
+        .await
+        .expect("generated auth Secret");
+    String::from_utf8(s.data.expect("data")["password"].0.clone()).expect("utf-8 password")
+}
+
+async fn master_service_is(c: &Client, ns: &str, ip: Ipv4Addr) {
+    wait_for(
+        &format!("the master Service to select {ip}"),
+        Duration::from_secs(30),
+        || async { (endpoints(c, ns, "cache-redis").await == vec![ip.to_string()]).then_some(()) },
+    )
+    .await;
+}
+
+/// Writes keys `prefix-0..n` on the master, each acknowledged by at least one replica.
+async fn write_acknowledged(master: Ipv4Addr, pw: &str, prefix: &str, n: usize) {
+    for i in 0..n {
+        let key = format!("{prefix}-{i}");
+        assert_eq!(
+            resp(master, 6379, Some(pw), &["SET", &key, "v"])
+                .await
+                .as_deref(),
+            Some("OK"),
+            "SET {key}"
+        );
+        let acked = resp(master, 6379, Some(pw), &["WAIT", "1", "2000"])
+            .await
+            .unwrap_or_default();
+        assert!(
+            acked.parse::<i64>().unwrap_or(0) >= 1,
+            "{key} not acknowledged by a replica: {acked}"
+        );
+    }
+}
+
+async fn count_keys(ip: Ipv4Addr, pw: &str, prefix: &str, n: usize) -> usize {
+    let mut found = 0;
+    for i in 0..n {
+        if resp(ip, 6379, Some(pw), &["EXISTS", &format!("{prefix}-{i}")])
+            .await
+            .as_deref()
+            == Some("1")
+        {
+            found += 1;
+        }
+    }
+    found
+}
+
+#[tokio::test]
+async fn a_redis_sentinel_elects_a_master_and_follows_failovers_without_losing_writes() {
+    let Some(state) = runner_state() else { return };
+    let c = client().await;
+    install_crds(&c).await;
+    let ns = TestNamespace::new(&c, "rsen").await;
+    let op = Operator::start(&ns.name, "solo", &["--leader-election=false"]);
+    apply_yaml(&c, &ns.name, SPEC)
+        .await
+        .expect("RedisSentinel accepted");
+    let (master, master_ip) = healthy(&c, &ns.name).await;
+    let pw = password(&c, &ns.name).await;
+
+    // One master, labelled and behind the master Service; replicas linked to it; Sentinels agree.
+    master_service_is(&c, &ns.name, master_ip).await;
+    let redis_pods = pods(&c, &ns.name, SELECTOR).await;
+    let masters: Vec<String> = redis_pods
+        .iter()
+        .filter(|p| {
+            p.metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("guestbook-operator.dev/role"))
+                .map(String::as_str)
+                == Some("master")
+        })
+        .map(name)
+        .collect();
+    assert_eq!(masters, vec![master.clone()]);
+    for p in redis_pods.iter().filter(|p| name(p) != master) {
+        let info = resp(
+            ip(p).expect("ip"),
+            6379,
+            Some(&pw),
+            &["INFO", "replication"],
+        )
+        .await
+        .unwrap_or_default();
+        assert!(
+            info.contains("role:slave")
+                && info.contains(&format!("master_host:{master_ip}"))
+                && info.contains("master_link_status:up"),
+            "{}: {info}",
+            name(p)
+        );
+    }
+    for s in pods(
+        &c,
+        &ns.name,
+        "app.kubernetes.io/instance=cache,app.kubernetes.io/component=sentinel",
+    )
+    .await
+    {
+        let ok = resp(
+            ip(&s).expect("ip"),
+            26379,
+            Some(&pw),
+            &["SENTINEL", "CKQUORUM", "cache"],
+        )
+        .await
+        .unwrap_or_default();
+        assert!(ok.starts_with("OK"), "{}: {ok}", name(&s));
+    }
+    assert_eq!(
+        resp(master_ip, 6379, None, &["PING"])
+            .await
+            .map(|r| r.starts_with("ERR NOAUTH")),
+        Some(true),
+        "auth is required"
+    );
+
+    // kill -9 of the master, kept down: Sentinel fails over, the Service follows, nothing
+    // acknowledged is lost, and the old master comes back as a replica.
+    write_acknowledged(master_ip, &pw, "before-kill", 50).await;
+    let t0 = Instant::now();
+    fault::kill(
+        &state,
+        &ns.name,
+        &master,
+        Some("redis"),
+        Some(Duration::from_secs(20)),
+    )
+    .expect("kill the master");
+    let (second, second_ip) = wait_for(
+        "a new master after the kill",
+        Duration::from_secs(60),
+        || async {
+            let m = status(&c, &ns.name).await?.master?;
+            if m.pod == master {
+                return None;
+            }
+            Some((m.pod, m.address?.parse::<Ipv4Addr>().ok()?))
+        },
+    )
+    .await;
+    master_service_is(&c, &ns.name, second_ip).await;
+    println!(
+        "kill -9: {second} is master and behind the Service {:.1} s after the kill",
+        t0.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        count_keys(second_ip, &pw, "before-kill", 50).await,
+        50,
+        "acknowledged writes lost in the failover"
+    );
+    let last_failover = status(&c, &ns.name)
+        .await
+        .and_then(|s| s.last_failover_time);
+    assert!(last_failover.is_some(), "lastFailoverTime recorded");
+    let (_, healed_master) = healthy(&c, &ns.name).await;
+    assert_eq!(healed_master, second_ip);
+    let old = pods(&c, &ns.name, SELECTOR)
+        .await
+        .into_iter()
+        .find(|p| name(p) == master)
+        .expect("old master pod");
+    assert_eq!(
+        old.metadata
+            .labels
+            .as_ref()
+            .and_then(|l| l.get("guestbook-operator.dev/role"))
+            .map(String::as_str),
+        Some("replica")
+    );
+
+    // A partition of the new master (its processes frozen): the same, and once it is back
+    // it follows the newest master.
+    write_acknowledged(second_ip, &pw, "before-pause", 50).await;
+    let t1 = Instant::now();
+    fault::pause(&state, &ns.name, &second).expect("pause");
+    let (third, third_ip) = wait_for(
+        "a new master after the partition",
+        Duration::from_secs(60),
+        || async {
+            let m = status(&c, &ns.name).await?.master?;
+            if m.pod == second {
+                return None;
+            }
+            Some((m.pod, m.address?.parse::<Ipv4Addr>().ok()?))
+        },
+    )
+    .await;
+    master_service_is(&c, &ns.name, third_ip).await;
+    println!(
+        "partition: {third} is master and behind the Service {:.1} s after the pause",
+        t1.elapsed().as_secs_f64()
+    );
+    assert_eq!(
+        count_keys(third_ip, &pw, "before-pause", 50).await,
+        50,
+        "acknowledged writes lost in the partition"
+    );
+    fault::resume(&state, &ns.name, &second).expect("resume");
+    let second_pod_ip = second_ip;
+    wait_for(
+        "the partitioned master to rejoin as a replica",
+        Duration::from_secs(60),
+        || async {
+            let info = resp(second_pod_ip, 6379, Some(&pw), &["INFO", "replication"]).await?;
+            (info.contains("role:slave")
+                && info.contains(&format!("master_host:{third_ip}"))
+                && info.contains("master_link_status:up"))
+            .then_some(())
+        },
+    )
+    .await;
+    healthy(&c, &ns.name).await;
+    assert_eq!(
+        op.metric("guestbook_operator_reconcile_errors_total", "")
+            .await,
+        0.0,
+        "{}",
+        op.log_text()
+    );
+}
+
+#[tokio::test]
+async fn deleting_a_redis_sentinel_removes_its_objects_and_keeps_its_claims() {
+    let Some(_state) = runner_state() else { return };
+    let c = client().await;
+    install_crds(&c).await;
+    let ns = TestNamespace::new(&c, "rsen-delete").await;
+    let _op = Operator::start(&ns.name, "solo", &["--leader-election=false"]);
+    apply_yaml(&c, &ns.name, SPEC).await.expect("accepted");
+    let sts: Api<StatefulSet> = Api::namespaced(c.clone(), &ns.name);
+    wait_for("the StatefulSets", Duration::from_secs(30), || async {
+        (sts.list(&ListParams::default()).await.ok()?.items.len() == 2).then_some(())
+    })
+    .await;
+    // Everything runs before the delete: the test must see real pods go, not none appear.
+    wait_for("all six pods ready", Duration::from_secs(90), || async {
+        let all = pods(&c, &ns.name, "app.kubernetes.io/instance=cache").await;
+        (all.len() == 6 && all.iter().all(crate::real::ready)).then_some(())
+    })
+    .await;
+    let claims: Api<PersistentVolumeClaim> = Api::namespaced(c.clone(), &ns.name);
+    wait_for("the data claims", Duration::from_secs(60), || async {
+        (claims.list(&ListParams::default()).await.ok()?.items.len() == 3).then_some(())
+    })
+    .await;
+
+    Api::<RedisSentinel>::namespaced(c.clone(), &ns.name)
+        .delete("cache", &DeleteParams::default())
+        .await
+        .expect("delete");
+    wait_for(
+        "the StatefulSets and pods to go",
+        Duration::from_secs(90),
+        || async {
+            let left = sts.list(&ListParams::default()).await.ok()?.items.len();
+            let pods = Api::<Pod>::namespaced(c.clone(), &ns.name)
+                .list(&ListParams::default())
+                .await
+                .ok()?
+                .items
+                .len();
+            (left == 0 && pods == 0).then_some(())
+        },
+    )
+    .await;
+    let kept = claims
+        .list(&ListParams::default())
+        .await
+        .expect("claims")
+        .items;
+    assert_eq!(
+        kept.len(),
+        3,
+        "data claims are kept when the resource is deleted"
+    );
+    assert!(kept.iter().all(|p| p.metadata.deletion_timestamp.is_none()));
+}
