@@ -174,6 +174,49 @@ pub async fn replicaof(ep: &Endpoint, master: Option<(&str, u16)>) -> Result<(),
     ep.query::<()>(&mut con, &cmd).await
 }
 
+/// Blocks writes on a master for `ms` (reads go on), so replicas can catch up before a
+/// planned switchover: writes sent meanwhile run after the pause, on what is by then a
+/// replica, and fail instead of being acknowledged and lost.
+pub async fn pause_writes(ep: &Endpoint, ms: u64) -> Result<(), StoreError> {
+    let mut con = ep.connect().await?;
+    ep.query::<()>(
+        &mut con,
+        redis::cmd("CLIENT").arg("PAUSE").arg(ms).arg("WRITE"),
+    )
+    .await
+}
+
+pub async fn unpause(ep: &Endpoint) -> Result<(), StoreError> {
+    let mut con = ep.connect().await?;
+    ep.query::<()>(&mut con, redis::cmd("CLIENT").arg("UNPAUSE"))
+        .await
+}
+
+/// Waits (up to `within`) until every replica connected to the master at `ep` has processed
+/// everything the master has; true when they all caught up.
+pub async fn replicas_caught_up(
+    ep: &Endpoint,
+    want: usize,
+    within: Duration,
+) -> Result<bool, StoreError> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        let (r, _) = replication(ep).await?;
+        let caught = r
+            .replicas
+            .iter()
+            .filter(|l| l.online && l.offset >= r.offset)
+            .count();
+        if caught >= want {
+            return Ok(true);
+        }
+        if tokio::time::Instant::now() >= deadline {
+            return Ok(false);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// What one Sentinel knows about the master group.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct SentinelView {

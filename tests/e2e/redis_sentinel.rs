@@ -344,3 +344,152 @@ async fn deleting_a_redis_sentinel_removes_its_objects_and_keeps_its_claims() {
     );
     assert!(kept.iter().all(|p| p.metadata.deletion_timestamp.is_none()));
 }
+
+/// Writes `roll-<n>` keys until told to stop; returns the keys a replica acknowledged.
+async fn writer(
+    c: Client,
+    ns: String,
+    pw: String,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+) -> Vec<String> {
+    let mut acked = Vec::new();
+    let mut n = 0u64;
+    while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+        let Some(master) = status(&c, &ns)
+            .await
+            .and_then(|s| s.master)
+            .and_then(|m| m.address?.parse::<Ipv4Addr>().ok())
+        else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let key = format!("roll-{n}");
+        n += 1;
+        if resp(master, 6379, Some(&pw), &["SET", &key, "v"])
+            .await
+            .as_deref()
+            == Some("OK")
+            && resp(master, 6379, Some(&pw), &["WAIT", "1", "1000"])
+                .await
+                .and_then(|a| a.parse::<i64>().ok())
+                .unwrap_or(0)
+                >= 1
+        {
+            acked.push(key);
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    acked
+}
+
+#[tokio::test]
+async fn a_configuration_change_rolls_replicas_first_and_never_restarts_a_master() {
+    let Some(_state) = runner_state() else { return };
+    let c = client().await;
+    install_crds(&c).await;
+    let ns = TestNamespace::new(&c, "rsen-roll").await;
+    let op = Operator::start(&ns.name, "solo", &["--leader-election=false"]);
+    apply_yaml(&c, &ns.name, SPEC).await.expect("accepted");
+    healthy(&c, &ns.name).await;
+    let pw = password(&c, &ns.name).await;
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writes = tokio::spawn(writer(c.clone(), ns.name.clone(), pw.clone(), stop.clone()));
+    tokio::time::sleep(Duration::from_secs(2)).await;
+
+    let changed = SPEC.replace(
+        "appendOnly: true}",
+        "appendOnly: true}\n    config: {maxmemory-policy: allkeys-lru}",
+    );
+    apply_yaml(&c, &ns.name, &changed)
+        .await
+        .expect("change accepted");
+
+    // Watch the roll: a pod may only be replaced if, when last seen, it was not labelled master.
+    let pods_api: Api<Pod> = Api::namespaced(c.clone(), &ns.name);
+    let mut seen: std::collections::BTreeMap<String, (String, bool)> =
+        std::collections::BTreeMap::new();
+    let mut replaced = Vec::new();
+    let deadline = Instant::now() + Duration::from_secs(180);
+    loop {
+        assert!(
+            Instant::now() < deadline,
+            "the roll did not finish in 180 s: replaced {replaced:?}\n{}",
+            op.log_text()
+        );
+        let current = pods_api
+            .list(&ListParams::default().labels(SELECTOR))
+            .await
+            .expect("pods")
+            .items;
+        for p in &current {
+            let uid = p.metadata.uid.clone().unwrap_or_default();
+            let is_master = p
+                .metadata
+                .labels
+                .as_ref()
+                .and_then(|l| l.get("guestbook-operator.dev/role"))
+                .map(String::as_str)
+                == Some("master");
+            if let Some((old_uid, was_master)) = seen.insert(name(p), (uid.clone(), is_master))
+                && old_uid != uid
+            {
+                assert!(
+                    !was_master,
+                    "{} was replaced while it was the master",
+                    name(p)
+                );
+                replaced.push(name(p));
+            }
+        }
+        let mut all_new = current.len() == 3;
+        for p in &current {
+            let got = resp(
+                ip(p).unwrap_or(Ipv4Addr::UNSPECIFIED),
+                6379,
+                Some(&pw),
+                &["CONFIG", "GET", "maxmemory-policy"],
+            )
+            .await
+            .unwrap_or_default();
+            all_new &= got.ends_with("allkeys-lru");
+        }
+        let ready = condition(&c, &ns.name, "RedisSentinel", "cache", "Ready")
+            .await
+            .map(|r| r.0 == "True")
+            .unwrap_or(false);
+        if all_new && ready {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    replaced.sort();
+    replaced.dedup();
+    assert_eq!(replaced.len(), 3, "every pod replaced once: {replaced:?}");
+
+    stop.store(true, std::sync::atomic::Ordering::SeqCst);
+    let acked = writes.await.expect("writer");
+    assert!(
+        acked.len() > 20,
+        "the writer kept writing through the roll: {} acknowledged",
+        acked.len()
+    );
+    let (_, final_master) = healthy(&c, &ns.name).await;
+    let mut missing = Vec::new();
+    for key in &acked {
+        if resp(final_master, 6379, Some(&pw), &["EXISTS", key])
+            .await
+            .as_deref()
+            != Some("1")
+        {
+            missing.push(key.clone());
+        }
+    }
+    assert!(
+        missing.is_empty(),
+        "acknowledged writes lost in the roll: {missing:?}"
+    );
+    println!(
+        "roll: {} acknowledged writes during the roll, none lost; replaced {replaced:?}",
+        acked.len()
+    );
+}

@@ -4,6 +4,7 @@ pub mod build;
 pub mod conf;
 pub mod follow;
 pub mod heal;
+pub mod roll;
 pub mod topology;
 
 use super::{
@@ -21,6 +22,7 @@ use crate::k8s::labels;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+use kube::Api;
 use kube::core::PartialObjectMeta;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Action;
@@ -273,6 +275,122 @@ pub fn assess(rs: &RedisSentinel, rollout: Health, plan: &Plan, topo: &Topology)
     }
 }
 
+/// The StatefulSet's update revision, once its controller has seen the current template.
+fn update_revision(cache: &ChildCache, ns: &str, name: &str) -> Option<String> {
+    let sts = cache.get(ChildKind::StatefulSet, ns, name)?;
+    let status = sts.data.get("status")?;
+    let observed = status.get("observedGeneration")?.as_i64()?;
+    if Some(observed) != sts.metadata.generation {
+        return None;
+    }
+    Some(status.get("updateRevision")?.as_str()?.to_string())
+}
+
+/// Takes the next step of a rolling update when the set is healthy; returns the health to
+/// report (a roll under way is progress, not readiness).
+/// What one reconcile observed of the data plane and decided about it.
+struct Observed<'a> {
+    plan: &'a Plan,
+    redis: &'a [RedisNode],
+    sentinels: &'a [SentinelNode],
+    auth: &'a Option<String>,
+}
+
+async fn roll_forward(
+    ctx: &Context,
+    rs: &RedisSentinel,
+    cache: &ChildCache,
+    seen: &Observed<'_>,
+    health: Health,
+) -> Result<Health> {
+    let Observed {
+        plan,
+        redis,
+        sentinels,
+        auth,
+    } = *seen;
+    let ns = rs.namespace().unwrap_or_default();
+    let revision = update_revision(cache, &ns, &build::Names::of(&rs.name_any()).redis);
+    let pods: Vec<roll::RollPod> = heal::pods(ctx, rs, "redis")
+        .iter()
+        .map(|p| roll::RollPod {
+            name: p.name_any(),
+            ordinal: p
+                .name_any()
+                .rsplit('-')
+                .next()
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(i32::MAX),
+            revision: p.labels().get("controller-revision-hash").cloned(),
+            is_master: plan.master.as_deref() == Some(p.name_any().as_str()),
+        })
+        .collect();
+    let healthy = matches!(health, Health::Ready { .. });
+    let (updated, total) = roll::progress(revision.as_deref(), &pods);
+    let step = roll::next(revision.as_deref(), &pods, healthy);
+    let note = match &step {
+        None => return Ok(health),
+        Some(roll::RollStep::Replace(pod)) => {
+            Api::<Pod>::namespaced(ctx.client.clone(), &ns)
+                .delete(pod, &kube::api::DeleteParams::default())
+                .await?;
+            format!("{updated}/{total} Redis pods updated; replacing replica {pod}")
+        }
+        Some(roll::RollStep::Failover) => {
+            let group = rs.name_any();
+            // A planned switchover loses nothing: writes pause on the master until every
+            // replica has all of them, then Sentinel promotes one.
+            let master = plan
+                .master
+                .as_ref()
+                .and_then(|m| redis.iter().find(|n| &n.pod == m));
+            let Some(master) = master else {
+                return Ok(health);
+            };
+            let mep = crate::stores::redis::Endpoint {
+                ip: master.ip.clone(),
+                port: conf::REDIS_PORT as u16,
+                password: auth.clone(),
+            };
+            let store_err =
+                |e: crate::stores::redis::StoreError| crate::error::Error::Store(e.to_string());
+            crate::stores::redis::pause_writes(&mep, 10_000)
+                .await
+                .map_err(store_err)?;
+            let want = usize::try_from(rs.spec.redis.replicas - 1).unwrap_or(0);
+            if !crate::stores::redis::replicas_caught_up(&mep, want, Duration::from_secs(5))
+                .await
+                .map_err(store_err)?
+            {
+                crate::stores::redis::unpause(&mep)
+                    .await
+                    .map_err(store_err)?;
+                return Ok(Health::progressing(
+                    "RollingUpdate",
+                    "replicas did not catch up with the master within 5 s; switchover postponed",
+                ));
+            }
+            let ep = sentinels.iter().find(|s| s.view.is_some()).map(|s| {
+                crate::stores::redis::Endpoint {
+                    ip: s.ip.clone(),
+                    port: conf::SENTINEL_PORT as u16,
+                    password: auth.clone(),
+                }
+            });
+            let Some(ep) = ep else { return Ok(health) };
+            crate::stores::redis::sentinel(&ep, &["FAILOVER", &group])
+                .await
+                .map_err(|e| crate::error::Error::Store(e.to_string()))?;
+            format!(
+                "{updated}/{total} Redis pods updated; every replica is, so Sentinel hands the master role to one before the old master is replaced"
+            )
+        }
+    };
+    tracing::info!(%note, "rolling update");
+    publish(ctx, rs, EventType::Normal, "RollingUpdate", "Roll", &note).await;
+    Ok(Health::progressing("RollingUpdate", note))
+}
+
 /// How often a healthy set is polled anyway: the safety net behind +switch-master.
 const SAFETY_POLL: Duration = Duration::from_secs(30);
 /// How soon to look again while converging.
@@ -330,6 +448,8 @@ pub async fn reconcile(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Acti
             publish(&ctx, rs.as_ref(), EventType::Normal, "MasterChanged", "Failover", &format!("master moved from {old} to {new}")).await;
         }
         let health = assess(&rs, rollout(&rs, cache), &plan, &topo);
+        let seen = Observed { plan: &plan, redis: &redis, sentinels: &sentinels, auth: &auth };
+        let health = roll_forward(&ctx, &rs, cache, &seen, health).await?;
         let requeue = Some(if matches!(health, Health::Ready { .. }) { SAFETY_POLL } else { CONVERGING });
         let verdict = Verdict { health, extras: verdict.extras, requeue };
         let selector = labels::selector(build::APP, &rs.name_any(), "redis").iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
