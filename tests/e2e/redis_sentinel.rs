@@ -493,3 +493,194 @@ async fn a_configuration_change_rolls_replicas_first_and_never_restarts_a_master
         acked.len()
     );
 }
+
+/// Starts a Job from the CronJob's template, as `kubectl create job --from=cronjob/...` does,
+/// and waits for it to finish.
+async fn run_backup_job(c: &Client, ns: &str, cronjob: &str, job: &str) {
+    use k8s_openapi::api::batch::v1::{CronJob, Job};
+    let cj = Api::<CronJob>::namespaced(c.clone(), ns)
+        .get(cronjob)
+        .await
+        .expect("backup CronJob");
+    let template = cj.spec.job_template;
+    let mut j = Job {
+        spec: template.spec,
+        ..Job::default()
+    };
+    j.metadata.name = Some(job.to_string());
+    j.metadata.labels = template.metadata.and_then(|m| m.labels);
+    j.metadata.annotations = Some(
+        [(
+            "cronjob.kubernetes.io/instantiate".to_string(),
+            "manual".to_string(),
+        )]
+        .into(),
+    );
+    let jobs: Api<Job> = Api::namespaced(c.clone(), ns);
+    jobs.create(&kube::api::PostParams::default(), &j)
+        .await
+        .expect("create the backup Job");
+    wait_for(
+        &format!("Job {job} to finish"),
+        Duration::from_secs(90),
+        || async {
+            let j = jobs.get(job).await.ok()?;
+            let conds = j.status?.conditions?;
+            if let Some(f) = conds
+                .iter()
+                .find(|c| c.type_ == "Failed" && c.status == "True")
+            {
+                panic!("backup Job {job} failed: {:?}", f.message);
+            }
+            conds
+                .iter()
+                .any(|c| c.type_ == "Complete" && c.status == "True")
+                .then_some(())
+        },
+    )
+    .await;
+}
+
+/// The host directory behind a claim (the hostpath provisioner's).
+async fn claim_dir(c: &Client, ns: &str, claim: &str) -> std::path::PathBuf {
+    use k8s_openapi::api::core::v1::PersistentVolume;
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(c.clone(), ns)
+        .get(claim)
+        .await
+        .expect("claim");
+    let pv_name = pvc.spec.and_then(|s| s.volume_name).expect("bound claim");
+    let pv = Api::<PersistentVolume>::all(c.clone())
+        .get(&pv_name)
+        .await
+        .expect("volume");
+    pv.spec
+        .and_then(|s| s.host_path)
+        .map(|h| h.path)
+        .expect("hostPath volume")
+        .into()
+}
+
+#[tokio::test]
+async fn a_backup_is_an_rdb_that_a_fresh_redis_server_loads_with_the_same_keys() {
+    let Some(_state) = runner_state() else { return };
+    let c = client().await;
+    install_crds(&c).await;
+    let ns = TestNamespace::new(&c, "rsen-backup").await;
+    let op = Operator::start(&ns.name, "solo", &["--leader-election=false"]);
+    let spec = format!("{SPEC}  backup: {{schedule: \"0 0 1 1 *\", retention: 2}}\n");
+    apply_yaml(&c, &ns.name, &spec).await.expect("accepted");
+    let (_, master_ip) = healthy(&c, &ns.name).await;
+    let pw = password(&c, &ns.name).await;
+    write_acknowledged(master_ip, &pw, "backed-up", 100).await;
+
+    // Three backups with a retention of two: the oldest goes.
+    for i in 0..3 {
+        run_backup_job(
+            &c,
+            &ns.name,
+            "cache-backup",
+            &format!("cache-backup-manual-{i}"),
+        )
+        .await;
+        tokio::time::sleep(Duration::from_millis(1100)).await; // file names have 1 s resolution
+    }
+    let last = wait_for(
+        "status.lastBackup to report the newest backup",
+        Duration::from_secs(30),
+        || async {
+            let b = status(&c, &ns.name).await?.last_backup?;
+            (b.job.as_deref() == Some("cache-backup-manual-2")).then_some(b)
+        },
+    )
+    .await;
+    let file = last.file.clone().expect("file");
+    assert!(last.size_bytes.unwrap_or(0) > 0, "{last:?}");
+    assert_eq!(last.succeeded, Some(true));
+
+    let dir = claim_dir(&c, &ns.name, "cache-backup").await;
+    let mut kept: Vec<String> = std::fs::read_dir(&dir)
+        .expect("backup dir")
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().to_string())
+        .filter(|n| n.ends_with(".rdb"))
+        .collect();
+    kept.sort();
+    assert_eq!(kept.len(), 2, "retention 2 keeps two backups: {kept:?}");
+    assert_eq!(
+        kept.last(),
+        Some(&file),
+        "the newest file is the one status reports"
+    );
+    let on_disk = std::fs::metadata(dir.join(&file))
+        .expect("backup file")
+        .len();
+    assert_eq!(
+        Some(i64::try_from(on_disk).unwrap_or(-1)),
+        last.size_bytes,
+        "status reports the file's real size"
+    );
+
+    // The round trip: a fresh redis-server, on loopback, loads the backup.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("free port")
+        .local_addr()
+        .expect("addr")
+        .port();
+    let mut server = tokio::process::Command::new("redis-server")
+        .args([
+            "--port",
+            &port.to_string(),
+            "--bind",
+            "127.0.0.1",
+            "--save",
+            "",
+            "--appendonly",
+            "no",
+        ])
+        .arg("--dir")
+        .arg(&dir)
+        .args(["--dbfilename", &file])
+        .stdout(std::process::Stdio::null())
+        .kill_on_drop(true)
+        .spawn()
+        .expect("start redis-server");
+    let keys = wait_for(
+        "the restored server to answer",
+        Duration::from_secs(20),
+        || async {
+            let n = resp(Ipv4Addr::LOCALHOST, port, None, &["DBSIZE"])
+                .await?
+                .parse::<i64>()
+                .ok()?;
+            (n > 0).then_some(n)
+        },
+    )
+    .await;
+    let mut missing = 0;
+    for i in 0..100 {
+        if resp(
+            Ipv4Addr::LOCALHOST,
+            port,
+            None,
+            &["EXISTS", &format!("backed-up-{i}")],
+        )
+        .await
+        .as_deref()
+            != Some("1")
+        {
+            missing += 1;
+        }
+    }
+    let _ = server.kill().await;
+    assert_eq!(
+        missing, 0,
+        "keys missing from the restored backup ({keys} keys in it)"
+    );
+    assert_eq!(
+        op.metric("guestbook_operator_reconcile_errors_total", "")
+            .await,
+        0.0,
+        "{}",
+        op.log_text()
+    );
+}

@@ -1,5 +1,6 @@
 //! The RedisSentinel controller. Today: dereference the auth Secret, validate, report status.
 
+pub mod backup;
 pub mod build;
 pub mod conf;
 pub mod follow;
@@ -451,7 +452,18 @@ pub async fn reconcile(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Acti
         let seen = Observed { plan: &plan, redis: &redis, sentinels: &sentinels, auth: &auth };
         let health = roll_forward(&ctx, &rs, cache, &seen, health).await?;
         let requeue = Some(if matches!(health, Health::Ready { .. }) { SAFETY_POLL } else { CONVERGING });
-        let verdict = Verdict { health, extras: verdict.extras, requeue };
+        let backup_pods = heal::pods(&ctx, &rs, "backup");
+        let (last_backup, backup_warning) = backup::last(&backup_pods.iter().map(|p| p.as_ref()).collect::<Vec<_>>());
+        let previous_backup = rs.status.as_ref().and_then(|s| s.last_backup.as_ref());
+        if let Some(b) = &last_backup
+            && previous_backup.and_then(|p| p.job.as_ref()) != b.job.as_ref()
+        {
+            let note = format!("backup {} ({} bytes) written by Job {}", b.file.as_deref().unwrap_or("?"), b.size_bytes.unwrap_or(0), b.job.as_deref().unwrap_or("?"));
+            publish(&ctx, rs.as_ref(), EventType::Normal, "BackupSucceeded", "Backup", &note).await;
+        }
+        let mut extras = verdict.extras;
+        extras.extend(backup_warning);
+        let verdict = Verdict { health, extras, requeue };
         let selector = labels::selector(build::APP, &rs.name_any(), "redis").iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
         let replicas = readiness(cache, &ns, &build::Names::of(&rs.name_any()).redis, 0).0;
         finish(&ctx, rs.as_ref(), verdict, |s| {
@@ -464,6 +476,9 @@ pub async fn reconcile(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Acti
             s.sentinels_agreeing = Some(topo.sentinels_agreeing);
             if moved {
                 s.last_failover_time = Some(Time(jiff::Timestamp::now()));
+            }
+            if last_backup.is_some() {
+                s.last_backup = last_backup;
             }
         })
         .await
