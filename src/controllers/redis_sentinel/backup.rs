@@ -52,7 +52,7 @@ fn job_of(pod: &Pod) -> Option<String> {
 /// The newest successful backup, and a warning condition if the newest attempt failed.
 pub fn last(backup_pods: &[&Pod]) -> (Option<BackupStatus>, Option<Extra>) {
     let mut done: Vec<Finished> = backup_pods.iter().filter_map(|p| finished(p)).collect();
-    done.sort_by(|a, b| a.at.0.cmp(&b.at.0));
+    done.sort_by_key(|f| f.at.0);
     let success = done.iter().rev().find(|f| f.succeeded).and_then(|f| {
         let report: Report = serde_json::from_str(f.message.trim()).ok()?;
         Some(BackupStatus {
