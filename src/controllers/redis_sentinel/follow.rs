@@ -10,7 +10,8 @@ use crate::stores::redis::{self as store, Endpoint, SwitchMaster};
 use futures::StreamExt;
 use futures::channel::mpsc::UnboundedSender;
 use k8s_openapi::api::core::v1::Pod;
-use kube::api::{Patch, PatchParams};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::{ListParams, Patch, PatchParams};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client, ResourceExt};
 use std::collections::{BTreeSet, HashMap};
@@ -154,6 +155,28 @@ async fn follow(
     }
 }
 
+/// Waits (at most 1 s) until the Service's EndpointSlices list none of `gone`.
+async fn slice_without(h: &Handles, ns: &str, service: &str, gone: &[String]) {
+    let api: Api<EndpointSlice> = Api::namespaced(h.client.clone(), ns);
+    let lp = ListParams::default().labels(&format!("kubernetes.io/service-name={service}"));
+    let deadline = Instant::now() + Duration::from_secs(1);
+    while Instant::now() < deadline {
+        let Ok(slices) = api.list(&lp).await else {
+            return;
+        };
+        let listed = slices
+            .items
+            .iter()
+            .flat_map(|s| s.endpoints.iter().flatten())
+            .flat_map(|e| e.addresses.iter())
+            .any(|a| gone.contains(a));
+        if !listed {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
 /// Moves the master label to the pod with address `ip`: old master off first.
 async fn relabel(h: &Handles, ns: &str, name: &str, ip: &str) -> Result<String, kube::Error> {
     let redis: Vec<Arc<Pod>> = h
@@ -175,6 +198,7 @@ async fn relabel(h: &Handles, ns: &str, name: &str, ip: &str) -> Result<String, 
     let api: Api<Pod> = Api::namespaced(h.client.clone(), ns);
     let set =
         |role: &'static str| serde_json::json!({"metadata": {"labels": {labels::ROLE: role}}});
+    let mut moved = Vec::new();
     for old in redis.iter().filter(|p| {
         p.name_any() != new.name_any()
             && p.labels().get(labels::ROLE).map(String::as_str) == Some("master")
@@ -185,6 +209,12 @@ async fn relabel(h: &Handles, ns: &str, name: &str, ip: &str) -> Result<String, 
             &Patch::Merge(&set("replica")),
         )
         .await?;
+        moved.extend(old.status.as_ref().and_then(|s| s.pod_ip.clone()));
+    }
+    if !moved.is_empty() {
+        // Two pod changes in quick succession make the EndpointSlice controller find its own
+        // cache stale and retry the Service a second later. Let the first change land first.
+        slice_without(h, ns, &format!("{name}-redis"), &moved).await;
     }
     api.patch(
         &new.name_any(),
