@@ -3,6 +3,7 @@
 pub mod apply;
 pub mod children;
 pub mod conditions;
+pub mod factory;
 pub mod labels;
 pub mod status;
 pub mod sync;

@@ -3,11 +3,13 @@
 
 use super::conf;
 use crate::crd::RedisSentinel;
-use crate::crd::common::{ClaimRetention, SchedulingSpec};
+use crate::crd::common::ClaimRetention;
 use crate::k8s::children::{Child, ChildKind};
+use crate::k8s::factory::{
+    self, Factory, placement, pod_ip_env, restricted_container, with_resources,
+};
 use crate::k8s::labels;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::{Resource, ResourceExt};
+use kube::ResourceExt;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -64,57 +66,30 @@ pub fn password_ref(rs: &RedisSentinel) -> Option<(String, String)> {
     })
 }
 
-/// A stable 64-bit FNV-1a hash, printed in hex: pod templates carry the hash of their
-/// configuration so that a configuration change is a template change.
-pub fn fnv(text: &str) -> String {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in text.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0100_0000_01b3);
-    }
-    format!("{h:016x}")
-}
+pub use crate::k8s::factory::fnv;
 
 struct Ctx<'a> {
     rs: &'a RedisSentinel,
+    f: Factory,
     name: String,
-    ns: String,
     names: Names,
-    owner: Vec<OwnerReference>,
-    part_of: String,
 }
 
 impl Ctx<'_> {
     fn labels(&self, component: &str) -> BTreeMap<String, String> {
-        labels::child(APP, &self.name, component, KIND, &self.part_of)
+        self.f.labels(component)
     }
 
     fn selector(&self, component: &str) -> BTreeMap<String, String> {
-        labels::selector(APP, &self.name, component)
+        self.f.selector(component)
     }
 
     fn meta(&self, name: &str, component: &str) -> Value {
-        json!({
-            "name": name,
-            "namespace": self.ns,
-            "labels": self.labels(component),
-            "ownerReferences": self.owner,
-        })
+        self.f.meta(name, component)
     }
 
     fn child(&self, kind: ChildKind, name: &str, object: Value) -> Child {
-        let ar = kind.api_resource();
-        let mut object = object;
-        if let Some(m) = object.as_object_mut() {
-            m.insert("apiVersion".into(), json!(ar.api_version));
-            m.insert("kind".into(), json!(ar.kind));
-        }
-        Child {
-            kind,
-            name: name.to_string(),
-            object,
-            initial: None,
-        }
+        self.f.child(kind, name, object)
     }
 
     fn password_env(&self) -> Vec<Value> {
@@ -128,28 +103,8 @@ impl Ctx<'_> {
     }
 }
 
-fn restricted_container() -> Value {
-    json!({
-        "allowPrivilegeEscalation": false,
-        "readOnlyRootFilesystem": true,
-        "runAsNonRoot": true,
-        "capabilities": {"drop": ["ALL"]},
-    })
-}
-
 fn restricted_pod() -> Value {
-    json!({
-        "runAsNonRoot": true,
-        "runAsUser": REDIS_UID,
-        "runAsGroup": REDIS_UID,
-        "fsGroup": REDIS_UID,
-        "fsGroupChangePolicy": "OnRootMismatch",
-        "seccompProfile": {"type": "RuntimeDefault"},
-    })
-}
-
-fn pod_ip_env() -> Value {
-    json!({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
+    factory::restricted_pod(REDIS_UID, REDIS_UID)
 }
 
 fn ping_probe(port: i32, period: i32, timeout: i32, failures: i32, delay: i32) -> Value {
@@ -160,50 +115,6 @@ fn ping_probe(port: i32, period: i32, timeout: i32, failures: i32, delay: i32) -
         "timeoutSeconds": timeout,
         "failureThreshold": failures,
     })
-}
-
-/// Pod placement: the user's settings, or by default a spread across zones, then hosts
-/// (preferred, so a small cluster still schedules every pod).
-fn placement(
-    spec: &mut serde_json::Map<String, Value>,
-    scheduling: Option<&SchedulingSpec>,
-    selector: &BTreeMap<String, String>,
-) {
-    let s = scheduling.cloned().unwrap_or_default();
-    if !s.node_selector.is_empty() {
-        spec.insert("nodeSelector".into(), json!(s.node_selector));
-    }
-    if !s.tolerations.is_empty() {
-        spec.insert("tolerations".into(), json!(s.tolerations));
-    }
-    if let Some(a) = &s.affinity {
-        spec.insert("affinity".into(), json!(a));
-    }
-    if let Some(p) = &s.priority_class_name {
-        spec.insert("priorityClassName".into(), json!(p));
-    }
-    let spread = if s.topology_spread_constraints.is_empty() {
-        ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
-            .iter()
-            .map(|key| json!({"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": selector}}))
-            .collect()
-    } else {
-        s.topology_spread_constraints
-            .iter()
-            .map(|t| json!(t))
-            .collect::<Vec<_>>()
-    };
-    spec.insert("topologySpreadConstraints".into(), json!(spread));
-}
-
-fn with_resources(
-    mut container: Value,
-    resources: &Option<k8s_openapi::api::core::v1::ResourceRequirements>,
-) -> Value {
-    if let (Some(r), Some(m)) = (resources, container.as_object_mut()) {
-        m.insert("resources".into(), json!(r));
-    }
-    container
 }
 
 fn services(c: &Ctx) -> Vec<Child> {
@@ -421,18 +332,7 @@ fn disruption_budgets(c: &Ctx) -> Vec<Child> {
     ["redis", "sentinel"]
         .iter()
         .map(|component| {
-            let name = format!("{}-{component}", c.name);
-            // One pod at a time, and an unhealthy pod never holds a drain up.
-            let spec = json!({
-                "maxUnavailable": 1,
-                "unhealthyPodEvictionPolicy": "AlwaysAllow",
-                "selector": {"matchLabels": c.selector(component)},
-            });
-            c.child(
-                ChildKind::PodDisruptionBudget,
-                &name,
-                json!({"metadata": c.meta(&name, component), "spec": spec}),
-            )
+            factory::disruption_budget(&c.f, &format!("{}-{component}", c.name), component)
         })
         .collect()
 }
@@ -530,29 +430,18 @@ pub fn build(rs: &RedisSentinel, inputs: &Inputs) -> Vec<Child> {
     let name = rs.name_any();
     let c = Ctx {
         rs,
-        ns: rs.namespace().unwrap_or_default(),
+        f: Factory::new(rs, APP, KIND),
         names: Names::of(&name),
-        owner: rs.controller_owner_ref(&()).into_iter().collect(),
-        part_of: rs
-            .labels()
-            .get(labels::PART_OF)
-            .cloned()
-            .unwrap_or_else(|| name.clone()),
         name,
     };
     let (redis_conf, sentinel_conf) = (conf::redis_conf(rs), conf::sentinel_conf(rs));
     let mut out = Vec::new();
     if rs.spec.auth.enabled && rs.spec.auth.existing_secret.is_none() {
-        let n = &c.names.auth_secret;
-        let mut secret = c.child(
-            ChildKind::Secret,
-            n,
-            json!({"metadata": c.meta(n, "redis"), "type": "Opaque"}),
-        );
-        let mut initial = secret.object.clone();
-        initial["stringData"] = json!({"password": inputs.generated_password});
-        secret.initial = Some(initial);
-        out.push(secret);
+        out.push(c.f.generated_secret(
+            &c.names.auth_secret,
+            "redis",
+            json!({"password": inputs.generated_password}),
+        ));
     }
     out.push(c.child(
         ChildKind::ConfigMap,
