@@ -25,12 +25,15 @@ pub struct Caches {
     pub children: ChildCaches,
     /// Pods of RedisSentinels (the heal loop talks to them by address).
     pub redis_pods: Store<Pod>,
+    /// Pods of PatroniClusters (status comes from their REST API).
+    pub patroni_pods: Store<Pod>,
 }
 
 /// Each controller's children, as its own watches see them.
 #[derive(Clone, Default)]
 pub struct ChildCaches {
     pub redis_sentinel: ChildCache,
+    pub patroni_cluster: ChildCache,
 }
 
 pub struct Context {
@@ -140,6 +143,7 @@ impl Caches {
             vote_apps: filled(vote_apps),
             children: ChildCaches::default(),
             redis_pods: filled(Vec::new()),
+            patroni_pods: filled(Vec::new()),
         }
     }
 }

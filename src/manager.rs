@@ -162,7 +162,8 @@ async fn run_controllers(
     let sync = Synced::default();
     let (rs, rs_children, redis_pods) =
         controllers::redis_sentinel::controller(&client, ns, redis_requests, &sync);
-    let pc = controllers::patroni_cluster::controller(&client, ns, &sync);
+    let (pc, pc_children, patroni_pods) =
+        controllers::patroni_cluster::controller(&client, ns, &sync);
     let gb = controllers::guestbook::controller(&client, ns, &sync);
     let va = controllers::vote_app::controller(&client, ns, &sync);
     let caches = Caches {
@@ -172,8 +173,10 @@ async fn run_controllers(
         vote_apps: va.store(),
         children: ChildCaches {
             redis_sentinel: rs_children,
+            patroni_cluster: pc_children,
         },
         redis_pods,
+        patroni_pods,
     };
     let synced = {
         let sync = sync.clone();

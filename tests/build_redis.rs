@@ -2,7 +2,7 @@
 
 mod common;
 
-use common::{assert_snapshot, one};
+use common::{assert_snapshot, one, render};
 use guestbook_operator::controllers::redis_sentinel::build::{Inputs, build};
 use guestbook_operator::crd::RedisSentinel;
 use guestbook_operator::k8s::children::{Child, ChildKind};
@@ -18,19 +18,6 @@ fn built(fixture: &str) -> Vec<Child> {
             generated_password: PASSWORD,
         },
     )
-}
-
-fn render(children: &[Child]) -> String {
-    children
-        .iter()
-        .map(|c| {
-            let mut doc = serde_yaml_ng::to_string(&c.object).expect("yaml");
-            if c.initial.is_some() {
-                doc = format!("# created once with a generated password, then only its metadata is applied\n{doc}");
-            }
-            format!("---\n{doc}")
-        })
-        .collect()
 }
 
 fn find<'a>(children: &'a [Child], kind: ChildKind, name: &str) -> &'a Value {

@@ -224,6 +224,62 @@ where
     kube::runtime::Controller::for_stream(events.applied_objects(), store)
 }
 
+/// Adds a watch of the pods whose template carries `owner_kind`'s owner labels: a pod event
+/// reconciles its owner (named by the owner-name label). Returns the pods' cache.
+pub fn watch_pods<K>(
+    ctl: kube::runtime::Controller<K>,
+    client: &kube::Client,
+    namespace: Option<&str>,
+    owner_kind: &str,
+    synced: &crate::k8s::sync::Synced,
+) -> (
+    kube::runtime::Controller<K>,
+    Store<k8s_openapi::api::core::v1::Pod>,
+)
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + Debug
+        + DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    use k8s_openapi::api::core::v1::Pod;
+    use kube::runtime::{WatchStreamExt, reflector, watcher};
+    let (pods, writer) = reflector::store();
+    let api = crate::context::scoped_api::<Pod>(client, namespace);
+    let wc = watcher::Config::default().labels(&crate::k8s::labels::owned_by_kind(owner_kind));
+    let events = synced
+        .track(reflector::reflector(writer, watcher::watcher(api, wc)).default_backoff())
+        .touched_objects();
+    let ctl = ctl.watches_stream(events, |pod: Pod| {
+        let name = pod.labels().get(crate::k8s::labels::OWNER_NAME).cloned()?;
+        Some(ObjectRef::new(&name).within(&pod.namespace()?))
+    });
+    (ctl, pods)
+}
+
+/// 32 random alphanumerics from the kernel, for a generated password.
+pub fn random_password() -> Result<String> {
+    use std::io::Read;
+    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
+    let mut bytes = [0u8; 64];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .map_err(|source| Error::Io {
+            what: "/dev/urandom".into(),
+            source,
+        })?;
+    // Rejection sampling keeps every character equally likely.
+    Ok(bytes
+        .iter()
+        .filter(|b| **b < 248)
+        .take(32)
+        .map(|b| ALPHABET[usize::from(*b) % 62] as char)
+        .collect())
+}
+
 /// Every cached object in `namespace` for which `refers` holds, as reconcile requests: how a
 /// change to something an object points at wakes that object.
 pub fn referrers<K>(

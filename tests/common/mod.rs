@@ -49,3 +49,17 @@ pub fn assert_snapshot(name: &str, actual: &str) {
         );
     }
 }
+
+/// Children as one YAML stream, the way snapshots show them.
+pub fn render(children: &[guestbook_operator::k8s::children::Child]) -> String {
+    children
+        .iter()
+        .map(|c| {
+            let mut doc = serde_yaml_ng::to_string(&c.object).expect("yaml");
+            if c.initial.is_some() {
+                doc = format!("# created once with a generated password, then only its metadata is applied\n{doc}");
+            }
+            format!("---\n{doc}")
+        })
+        .collect()
+}

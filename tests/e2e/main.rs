@@ -3,6 +3,7 @@
 
 mod admission;
 mod leader;
+mod patroni_cluster;
 mod real;
 mod redis_sentinel;
 mod runner;

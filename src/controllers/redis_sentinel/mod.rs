@@ -25,10 +25,9 @@ use k8s_openapi::api::core::v1::Secret;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
 use kube::Api;
 use kube::core::PartialObjectMeta;
-use kube::runtime::WatchStreamExt;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
-use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::reflector::{ObjectRef, Store};
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
 use std::sync::Arc;
@@ -101,27 +100,6 @@ pub const CHILD_KINDS: &[ChildKind] = &[
     ChildKind::StatefulSet,
     ChildKind::CronJob,
 ];
-
-/// 32 random alphanumerics from the kernel, for a generated password.
-fn random_password() -> Result<String> {
-    use std::io::Read;
-    const ALPHABET: &[u8] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789";
-    let mut bytes = [0u8; 64];
-    std::fs::File::open("/dev/urandom")
-        .and_then(|mut f| f.read_exact(&mut bytes))
-        .map_err(|source| crate::error::Error::Io {
-            what: "/dev/urandom".into(),
-            source,
-        })?;
-    // Rejection sampling keeps every character equally likely.
-    let out: String = bytes
-        .iter()
-        .filter(|b| **b < 248)
-        .take(32)
-        .map(|b| ALPHABET[usize::from(*b) % 62] as char)
-        .collect();
-    Ok(out)
-}
 
 /// (ready, wanted) pods of a StatefulSet in the cache; wanted from the spec we apply.
 fn readiness(cache: &ChildCache, ns: &str, name: &str, wanted: i32) -> (i32, i32) {
@@ -408,7 +386,7 @@ pub async fn reconcile(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Acti
         }
         let ns = rs.namespace().unwrap_or_default();
         let uid = rs.uid().unwrap_or_default();
-        let password = random_password()?;
+        let password = super::random_password()?;
         let children = build::build(&rs, &build::Inputs { generated_password: &password });
         let cache = &ctx.caches.children.redis_sentinel;
         tracing::debug!("applying children");
@@ -508,26 +486,8 @@ pub fn controller(
                 .is_some_and(|s| s.name == name)
         })
     });
-    // Pods come with the owner labels of their template: a pod event reconciles its owner.
-    let (pods, writer) = reflector::store();
-    let pod_events = synced
-        .track(
-            reflector::reflector(
-                writer,
-                watcher::watcher(
-                    scoped_api::<Pod>(client, namespace),
-                    watcher::Config::default().labels(&labels::owned_by_kind(build::KIND)),
-                ),
-            )
-            .default_backoff(),
-        )
-        .touched_objects();
-    let ctl = ctl
-        .watches_stream(pod_events, |pod| {
-            let name = pod.labels().get(labels::OWNER_NAME).cloned()?;
-            Some(ObjectRef::new(&name).within(&pod.namespace()?))
-        })
-        .reconcile_on(requests);
+    let (ctl, pods) = super::watch_pods(ctl, client, namespace, build::KIND, synced);
+    let ctl = ctl.reconcile_on(requests);
     let (ctl, children) =
         apply::watch_children(ctl, client, namespace, build::KIND, CHILD_KINDS, synced);
     (ctl, children, pods)
