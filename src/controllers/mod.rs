@@ -214,13 +214,9 @@ where
         + Sync
         + 'static,
 {
-    use kube::runtime::{WatchStreamExt, reflector, watcher};
-    let (store, writer) = reflector::store();
+    use kube::runtime::{WatchStreamExt, watcher};
     let api = crate::context::scoped_api::<K>(client, namespace);
-    let events = synced.track(reflector::reflector(
-        writer,
-        watcher::watcher(api, watcher::Config::default()),
-    ));
+    let (store, events) = synced.reflect(api, watcher::Config::default());
     kube::runtime::Controller::for_stream(events.applied_objects(), store)
 }
 
@@ -246,13 +242,11 @@ where
         + 'static,
 {
     use k8s_openapi::api::core::v1::Pod;
-    use kube::runtime::{WatchStreamExt, reflector, watcher};
-    let (pods, writer) = reflector::store();
+    use kube::runtime::{WatchStreamExt, watcher};
     let api = crate::context::scoped_api::<Pod>(client, namespace);
     let wc = watcher::Config::default().labels(&crate::k8s::labels::owned_by_kind(owner_kind));
-    let events = synced
-        .track(reflector::reflector(writer, watcher::watcher(api, wc)).default_backoff())
-        .touched_objects();
+    let (pods, events) = synced.reflect(api, wc);
+    let events = events.touched_objects();
     let ctl = ctl.watches_stream(events, |pod: Pod| {
         let name = pod.labels().get(crate::k8s::labels::OWNER_NAME).cloned()?;
         Some(ObjectRef::new(&name).within(&pod.namespace()?))

@@ -44,6 +44,33 @@ impl Synced {
         })
     }
 
+    /// A cache of `api`'s objects, filled by the returned (tracked) watch stream.
+    pub fn reflect<K>(
+        &self,
+        api: kube::Api<K>,
+        config: watcher::Config,
+    ) -> (
+        kube::runtime::reflector::Store<K>,
+        impl Stream<Item = Result<watcher::Event<K>, watcher::Error>> + Send + 'static,
+    )
+    where
+        K: kube::Resource<DynamicType = ()>
+            + Clone
+            + std::fmt::Debug
+            + serde::de::DeserializeOwned
+            + Send
+            + Sync
+            + 'static,
+    {
+        use kube::runtime::WatchStreamExt;
+        let (store, writer) = kube::runtime::reflector::store();
+        let events = self.track(
+            kube::runtime::reflector::reflector(writer, watcher::watcher(api, config))
+                .default_backoff(),
+        );
+        (store, events)
+    }
+
     /// Resolves once every tracked stream has listed.
     pub async fn wait(&self) {
         let mut rx = self.pending.subscribe();

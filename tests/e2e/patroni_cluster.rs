@@ -4,9 +4,7 @@
 //! lost, and the old leader back as a replica.
 
 use crate::real::{endpoints, ip, name, pods, psql, runner_state};
-use crate::support::{
-    Operator, TestNamespace, apply_yaml, client, condition, install_crds, wait_for,
-};
+use crate::support::{condition, start_with, wait_for};
 use gbo_podrunner::fault;
 use guestbook_operator::crd::PatroniCluster;
 use k8s_openapi::api::core::v1::Secret;
@@ -53,13 +51,7 @@ async fn pod_ip(c: &Client, ns: &str, pod: &str) -> Ipv4Addr {
 #[tokio::test]
 async fn a_patroni_cluster_elects_a_labelled_leader_and_fails_over_without_losing_rows() {
     let Some(state) = runner_state() else { return };
-    let c = client().await;
-    install_crds(&c).await;
-    let ns = TestNamespace::new(&c, "pgc").await;
-    let op = Operator::start(&ns.name, "solo", &["--leader-election=false"]);
-    apply_yaml(&c, &ns.name, SPEC)
-        .await
-        .expect("PatroniCluster accepted");
+    let (c, ns, op) = start_with("pgc", SPEC).await;
     let first = ready(&c, &ns.name).await;
     let first_ip = pod_ip(&c, &ns.name, &first).await;
 

@@ -4,7 +4,7 @@
 
 use crate::real::{endpoints, ip, name, pods, resp, runner_state};
 use crate::support::{
-    Operator, TestNamespace, apply_yaml, client, condition, install_crds, wait_for,
+    Operator, TestNamespace, apply_yaml, client, condition, install_crds, start_with, wait_for,
 };
 use gbo_podrunner::fault;
 use guestbook_operator::crd::RedisSentinel;
@@ -115,13 +115,7 @@ async fn count_keys(ip: Ipv4Addr, pw: &str, prefix: &str, n: usize) -> usize {
 #[tokio::test]
 async fn a_redis_sentinel_elects_a_master_and_follows_failovers_without_losing_writes() {
     let Some(state) = runner_state() else { return };
-    let c = client().await;
-    install_crds(&c).await;
-    let ns = TestNamespace::new(&c, "rsen").await;
-    let op = Operator::start(&ns.name, "solo", &["--leader-election=false"]);
-    apply_yaml(&c, &ns.name, SPEC)
-        .await
-        .expect("RedisSentinel accepted");
+    let (c, ns, op) = start_with("rsen", SPEC).await;
     let (master, master_ip) = healthy(&c, &ns.name).await;
     let pw = password(&c, &ns.name).await;
 
@@ -291,11 +285,7 @@ async fn a_redis_sentinel_elects_a_master_and_follows_failovers_without_losing_w
 #[tokio::test]
 async fn deleting_a_redis_sentinel_removes_its_objects_and_keeps_its_claims() {
     let Some(_state) = runner_state() else { return };
-    let c = client().await;
-    install_crds(&c).await;
-    let ns = TestNamespace::new(&c, "rsen-delete").await;
-    let _op = Operator::start(&ns.name, "solo", &["--leader-election=false"]);
-    apply_yaml(&c, &ns.name, SPEC).await.expect("accepted");
+    let (c, ns, _op) = start_with("rsen-delete", SPEC).await;
     let sts: Api<StatefulSet> = Api::namespaced(c.clone(), &ns.name);
     wait_for("the StatefulSets", Duration::from_secs(30), || async {
         (sts.list(&ListParams::default()).await.ok()?.items.len() == 2).then_some(())
@@ -385,11 +375,7 @@ async fn writer(
 #[tokio::test]
 async fn a_configuration_change_rolls_replicas_first_and_never_restarts_a_master() {
     let Some(_state) = runner_state() else { return };
-    let c = client().await;
-    install_crds(&c).await;
-    let ns = TestNamespace::new(&c, "rsen-roll").await;
-    let op = Operator::start(&ns.name, "solo", &["--leader-election=false"]);
-    apply_yaml(&c, &ns.name, SPEC).await.expect("accepted");
+    let (c, ns, op) = start_with("rsen-roll", SPEC).await;
     healthy(&c, &ns.name).await;
     let pw = password(&c, &ns.name).await;
     let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));

@@ -118,6 +118,19 @@ impl Drop for TestNamespace {
     }
 }
 
+/// The start of most e2e tests: the CRDs installed, a namespace of its own, the operator
+/// watching it (no leader election), and `yaml` applied in it.
+pub async fn start_with(test: &str, yaml: &str) -> (Client, TestNamespace, Operator) {
+    let c = client().await;
+    install_crds(&c).await;
+    let ns = TestNamespace::new(&c, test).await;
+    let op = Operator::start(&ns.name, "solo", &["--leader-election=false"]);
+    apply_yaml(&c, &ns.name, yaml)
+        .await
+        .unwrap_or_else(|e| panic!("{test}: the resource was rejected: {e}"));
+    (c, ns, op)
+}
+
 /// The ApiResource of one of our kinds, by kind name.
 pub fn api_resource(kind: &str) -> ApiResource {
     match kind {
