@@ -17,6 +17,7 @@ fn built(fixture: &str) -> Vec<Child> {
         &Inputs {
             superuser_password: SUPER,
             replication_password: REPL,
+            restore: true,
         },
     )
 }

@@ -4,8 +4,10 @@
 
 pub mod apps;
 pub mod guestbook;
+pub mod job_results;
 pub mod patroni_cluster;
 pub mod redis_sentinel;
+pub mod roll;
 pub mod vote_app;
 
 use crate::context::Context;
@@ -349,4 +351,19 @@ pub fn namespace_owner<'a, K: Resource + 'a>(
             (None, None) => a.1.cmp(&b.1),
         })
         .map(|(_, name)| name)
+}
+
+/// A StatefulSet's update revision, once its controller has seen the current template.
+pub fn update_revision(
+    cache: &crate::k8s::apply::ChildCache,
+    ns: &str,
+    name: &str,
+) -> Option<String> {
+    let sts = cache.get(crate::k8s::children::ChildKind::StatefulSet, ns, name)?;
+    let status = sts.data.get("status")?;
+    let observed = status.get("observedGeneration")?.as_i64()?;
+    if Some(observed) != sts.metadata.generation {
+        return None;
+    }
+    Some(status.get("updateRevision")?.as_str()?.to_string())
 }

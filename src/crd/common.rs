@@ -319,6 +319,9 @@ pub struct BackupStatus {
     /// Whether it succeeded.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub succeeded: Option<bool>,
+    /// Why it failed, as the Job reported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub message: Option<String>,
 }
 
 /// Conditions as a list-map keyed by `type`, so server-side apply merges them per type.

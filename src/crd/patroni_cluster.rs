@@ -312,9 +312,12 @@ pub struct PatroniClusterStatus {
     /// The last backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<BackupStatus>,
-    /// The last restore check.
+    /// The last restore check: the newest backup restored into a scratch server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restore_check: Option<BackupStatus>,
+    /// The backup `spec.bootstrap` restored into this cluster, once it has.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub restored_from: Option<BackupStatus>,
 }
 
 /// One member as Patroni's `GET /cluster` reports it.

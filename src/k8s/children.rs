@@ -21,10 +21,11 @@ pub enum ChildKind {
     HorizontalPodAutoscaler,
     Ingress,
     CronJob,
+    Job,
 }
 
 impl ChildKind {
-    pub const ALL: [ChildKind; 14] = [
+    pub const ALL: [ChildKind; 15] = [
         ChildKind::ServiceAccount,
         ChildKind::Role,
         ChildKind::RoleBinding,
@@ -39,6 +40,7 @@ impl ChildKind {
         ChildKind::HorizontalPodAutoscaler,
         ChildKind::Ingress,
         ChildKind::CronJob,
+        ChildKind::Job,
     ];
 
     pub fn api_resource(self) -> ApiResource {
@@ -69,6 +71,7 @@ impl ChildKind {
             }
             ChildKind::Ingress => ApiResource::erase::<networking::Ingress>(&()),
             ChildKind::CronJob => ApiResource::erase::<batch::CronJob>(&()),
+            ChildKind::Job => ApiResource::erase::<batch::Job>(&()),
         }
     }
 

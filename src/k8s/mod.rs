@@ -1,6 +1,7 @@
 //! What every controller shares: kstatus conditions, status writes, labels and object references.
 
 pub mod apply;
+pub mod backup_jobs;
 pub mod children;
 pub mod conditions;
 pub mod factory;

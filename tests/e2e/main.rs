@@ -3,7 +3,9 @@
 
 mod admission;
 mod leader;
+mod patroni_backup;
 mod patroni_cluster;
+mod patroni_roll;
 mod real;
 mod redis_sentinel;
 mod runner;

@@ -12,10 +12,10 @@ use kube::{Api, Client};
 use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
-const SPEC: &str = "apiVersion: guestbook-operator.dev/v1alpha1\nkind: PatroniCluster\nmetadata: {name: db}\nspec:\n  members: 3\n  storage: {size: 200Mi}\n  patroni: {ttl: 20, loopWait: 2, retryTimeout: 5}\n";
-const MEMBERS: &str = "app.kubernetes.io/name=patroni,app.kubernetes.io/instance=db";
+pub const SPEC: &str = "apiVersion: guestbook-operator.dev/v1alpha1\nkind: PatroniCluster\nmetadata: {name: db}\nspec:\n  members: 3\n  storage: {size: 200Mi}\n  patroni: {ttl: 20, loopWait: 2, retryTimeout: 5}\n";
+pub const MEMBERS: &str = "app.kubernetes.io/name=patroni,app.kubernetes.io/instance=db";
 
-async fn leader(c: &Client, ns: &str) -> Option<String> {
+pub async fn leader(c: &Client, ns: &str) -> Option<String> {
     Api::<PatroniCluster>::namespaced(c.clone(), ns)
         .get("db")
         .await
@@ -24,7 +24,7 @@ async fn leader(c: &Client, ns: &str) -> Option<String> {
         .leader
 }
 
-async fn ready(c: &Client, ns: &str) -> String {
+pub async fn ready(c: &Client, ns: &str) -> String {
     wait_for(
         "the PatroniCluster to be Ready",
         Duration::from_secs(240),
@@ -39,13 +39,22 @@ async fn ready(c: &Client, ns: &str) -> String {
     .await
 }
 
-async fn pod_ip(c: &Client, ns: &str, pod: &str) -> Ipv4Addr {
+pub async fn pod_ip(c: &Client, ns: &str, pod: &str) -> Ipv4Addr {
     pods(c, ns, MEMBERS)
         .await
         .into_iter()
         .find(|p| name(p) == pod)
         .and_then(|p| ip(&p))
         .expect("member address")
+}
+
+/// The generated superuser password of PatroniCluster `cluster`.
+pub async fn superuser_password(c: &Client, ns: &str, cluster: &str) -> String {
+    let secret = Api::<Secret>::namespaced(c.clone(), ns)
+        .get(&format!("{cluster}-superuser"))
+        .await
+        .expect("generated superuser Secret");
+    String::from_utf8(secret.data.expect("data")["password"].0.clone()).expect("utf-8")
 }
 
 #[tokio::test]
@@ -90,11 +99,7 @@ async fn a_patroni_cluster_elects_a_labelled_leader_and_fails_over_without_losin
         "{status:?}"
     );
 
-    let secret = Api::<Secret>::namespaced(c.clone(), &ns.name)
-        .get("db-superuser")
-        .await
-        .expect("generated superuser Secret");
-    let pw = String::from_utf8(secret.data.expect("data")["password"].0.clone()).expect("utf-8");
+    let pw = superuser_password(&c, &ns.name, "db").await;
     psql(first_ip, &pw, "CREATE TABLE votes (id text PRIMARY KEY); INSERT INTO votes SELECT 'v' || g FROM generate_series(1, 100) g").await.expect("write on the leader");
 
     // The leader's machine dies (killed and kept down): a replica takes over once the leader

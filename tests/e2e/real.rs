@@ -1,7 +1,7 @@
 //! Talking to the real processes the pod runner starts behind pods: Redis over RESP, Patroni
 //! over its REST API, PostgreSQL through psql, faults through the runner's PID files.
 
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
 use kube::{Api, Client};
@@ -167,4 +167,23 @@ pub async fn endpoints(client: &Client, ns: &str, service: &str) -> Vec<String> 
         .collect();
     out.sort();
     out
+}
+
+/// The host directory behind a claim (the hostpath provisioner's).
+pub async fn claim_dir(c: &Client, ns: &str, claim: &str) -> std::path::PathBuf {
+    use k8s_openapi::api::core::v1::PersistentVolume;
+    let pvc = Api::<PersistentVolumeClaim>::namespaced(c.clone(), ns)
+        .get(claim)
+        .await
+        .expect("claim");
+    let pv_name = pvc.spec.and_then(|s| s.volume_name).expect("bound claim");
+    let pv = Api::<PersistentVolume>::all(c.clone())
+        .get(&pv_name)
+        .await
+        .expect("volume");
+    pv.spec
+        .and_then(|s| s.host_path)
+        .map(|h| h.path)
+        .expect("hostPath volume")
+        .into()
 }

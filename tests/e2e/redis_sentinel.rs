@@ -2,9 +2,10 @@
 //! operator elects a master, the master Service follows Sentinel's failovers, acknowledged
 //! writes survive, and deleting the resource keeps the data's claims.
 
-use crate::real::{endpoints, ip, name, pods, resp, runner_state};
+use crate::real::{claim_dir, endpoints, ip, name, pods, resp, runner_state};
 use crate::support::{
-    Operator, TestNamespace, apply_yaml, client, condition, install_crds, start_with, wait_for,
+    Operator, TestNamespace, apply_yaml, client, condition, install_crds, run_job_from, start_with,
+    wait_for,
 };
 use gbo_podrunner::fault;
 use guestbook_operator::crd::RedisSentinel;
@@ -480,72 +481,6 @@ async fn a_configuration_change_rolls_replicas_first_and_never_restarts_a_master
     );
 }
 
-/// Starts a Job from the CronJob's template, as `kubectl create job --from=cronjob/...` does,
-/// and waits for it to finish.
-async fn run_backup_job(c: &Client, ns: &str, cronjob: &str, job: &str) {
-    use k8s_openapi::api::batch::v1::{CronJob, Job};
-    let cj = Api::<CronJob>::namespaced(c.clone(), ns)
-        .get(cronjob)
-        .await
-        .expect("backup CronJob");
-    let template = cj.spec.job_template;
-    let mut j = Job {
-        spec: template.spec,
-        ..Job::default()
-    };
-    j.metadata.name = Some(job.to_string());
-    j.metadata.labels = template.metadata.and_then(|m| m.labels);
-    j.metadata.annotations = Some(
-        [(
-            "cronjob.kubernetes.io/instantiate".to_string(),
-            "manual".to_string(),
-        )]
-        .into(),
-    );
-    let jobs: Api<Job> = Api::namespaced(c.clone(), ns);
-    jobs.create(&kube::api::PostParams::default(), &j)
-        .await
-        .expect("create the backup Job");
-    wait_for(
-        &format!("Job {job} to finish"),
-        Duration::from_secs(90),
-        || async {
-            let j = jobs.get(job).await.ok()?;
-            let conds = j.status?.conditions?;
-            if let Some(f) = conds
-                .iter()
-                .find(|c| c.type_ == "Failed" && c.status == "True")
-            {
-                panic!("backup Job {job} failed: {:?}", f.message);
-            }
-            conds
-                .iter()
-                .any(|c| c.type_ == "Complete" && c.status == "True")
-                .then_some(())
-        },
-    )
-    .await;
-}
-
-/// The host directory behind a claim (the hostpath provisioner's).
-async fn claim_dir(c: &Client, ns: &str, claim: &str) -> std::path::PathBuf {
-    use k8s_openapi::api::core::v1::PersistentVolume;
-    let pvc = Api::<PersistentVolumeClaim>::namespaced(c.clone(), ns)
-        .get(claim)
-        .await
-        .expect("claim");
-    let pv_name = pvc.spec.and_then(|s| s.volume_name).expect("bound claim");
-    let pv = Api::<PersistentVolume>::all(c.clone())
-        .get(&pv_name)
-        .await
-        .expect("volume");
-    pv.spec
-        .and_then(|s| s.host_path)
-        .map(|h| h.path)
-        .expect("hostPath volume")
-        .into()
-}
-
 #[tokio::test]
 async fn a_backup_is_an_rdb_that_a_fresh_redis_server_loads_with_the_same_keys() {
     let Some(_state) = runner_state() else { return };
@@ -561,7 +496,7 @@ async fn a_backup_is_an_rdb_that_a_fresh_redis_server_loads_with_the_same_keys()
 
     // Three backups with a retention of two: the oldest goes.
     for i in 0..3 {
-        run_backup_job(
+        run_job_from(
             &c,
             &ns.name,
             "cache-backup",

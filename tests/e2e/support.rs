@@ -238,37 +238,46 @@ impl Operator {
         std::fs::create_dir_all(log.parent().expect("log dir")).expect("create log dir");
         let out = std::fs::File::create(&log).expect("create log file");
         let err = out.try_clone().expect("clone log file");
-        let child = Command::new(env!("CARGO_BIN_EXE_guestbook-operator"))
-            .args([
-                "run",
-                "--namespace",
-                ns,
-                "--http-addr",
-                &addr.to_string(),
-                "--leader-election-namespace",
-                ns,
-            ])
-            .args([
-                "--identity",
-                identity,
-                "--lease-duration-seconds",
-                "6",
-                "--renew-deadline-seconds",
-                "4",
-                "--retry-period-seconds",
-                "1",
-            ])
-            .args(extra)
-            .env(
-                "RUST_LOG",
-                std::env::var("GBO_E2E_LOG")
-                    .unwrap_or_else(|_| "info,guestbook_operator=debug".into()),
-            )
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(err)
-            .spawn()
-            .expect("start the operator binary");
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_guestbook-operator"));
+        cmd.args([
+            "run",
+            "--namespace",
+            ns,
+            "--http-addr",
+            &addr.to_string(),
+            "--leader-election-namespace",
+            ns,
+        ])
+        .args([
+            "--identity",
+            identity,
+            "--lease-duration-seconds",
+            "6",
+            "--renew-deadline-seconds",
+            "4",
+            "--retry-period-seconds",
+            "1",
+        ])
+        .args(extra)
+        .env(
+            "RUST_LOG",
+            std::env::var("GBO_E2E_LOG").unwrap_or_else(|_| "info,guestbook_operator=debug".into()),
+        )
+        .stdin(Stdio::null())
+        .stdout(out)
+        .stderr(err);
+        // If the test process dies without unwinding (a timeout's SIGKILL), the operator must
+        // not live on acting on addresses later tests reuse.
+        // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
+        unsafe {
+            std::os::unix::process::CommandExt::pre_exec(&mut cmd, || {
+                if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().expect("start the operator binary");
         Self { child, addr, log }
     }
 
@@ -392,4 +401,58 @@ pub async fn condition(
         c["reason"].as_str()?.to_string(),
         c["message"].as_str()?.to_string(),
     ))
+}
+
+/// Starts a Job from the CronJob's template, as `kubectl create job --from=cronjob/...` does,
+/// and waits for it to finish; panics if it fails.
+pub async fn run_job_from(c: &Client, ns: &str, cronjob: &str, job: &str) {
+    if let Err(why) = try_job_from(c, ns, cronjob, job).await {
+        panic!("Job {job} failed: {why}");
+    }
+}
+
+/// Like [`run_job_from`], but returns the Job's failure message instead of panicking.
+pub async fn try_job_from(c: &Client, ns: &str, cronjob: &str, job: &str) -> Result<(), String> {
+    use k8s_openapi::api::batch::v1::{CronJob, Job};
+    let cj = Api::<CronJob>::namespaced(c.clone(), ns)
+        .get(cronjob)
+        .await
+        .expect("the CronJob");
+    let template = cj.spec.job_template;
+    let mut j = Job {
+        spec: template.spec,
+        ..Job::default()
+    };
+    j.metadata.name = Some(job.to_string());
+    j.metadata.labels = template.metadata.and_then(|m| m.labels);
+    j.metadata.annotations = Some(
+        [(
+            "cronjob.kubernetes.io/instantiate".to_string(),
+            "manual".to_string(),
+        )]
+        .into(),
+    );
+    let jobs: Api<Job> = Api::namespaced(c.clone(), ns);
+    jobs.create(&kube::api::PostParams::default(), &j)
+        .await
+        .expect("create the Job");
+    wait_for(
+        &format!("Job {job} to finish"),
+        Duration::from_secs(180),
+        || async {
+            let j = jobs.get(job).await.ok()?;
+            let conds = j.status?.conditions?;
+            if let Some(f) = conds
+                .iter()
+                .find(|c| c.type_ == "Failed" && c.status == "True")
+            {
+                return Some(Err(f.message.clone().unwrap_or_default()));
+            }
+            conds
+                .iter()
+                .any(|c| c.type_ == "Complete" && c.status == "True")
+                .then_some(Ok(()))
+        },
+    )
+    .await
 }

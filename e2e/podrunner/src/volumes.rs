@@ -303,8 +303,25 @@ async fn claim_path(client: &Client, namespace: &str, claim: &str) -> Result<Pat
     Ok(PathBuf::from(path))
 }
 
+/// `fsGroupChangePolicy: OnRootMismatch`.
+fn only_on_root_mismatch(pod: &Pod) -> bool {
+    pod.spec
+        .as_ref()
+        .and_then(|s| s.security_context.as_ref())
+        .and_then(|c| c.fs_group_change_policy.as_deref())
+        == Some("OnRootMismatch")
+}
+
 /// Applies fsGroup the way a kubelet does for writable volumes: group-owned and group-writable.
-fn apply_fs_group(dir: &Path, group: u32) -> Result<()> {
+/// With `OnRootMismatch`, as a kubelet, it leaves a volume alone whose root already has the
+/// group, group rwx and setgid — what lets PostgreSQL keep its data directory at 0700.
+fn apply_fs_group(dir: &Path, group: u32, on_root_mismatch: bool) -> Result<()> {
+    if on_root_mismatch {
+        let meta = std::fs::metadata(dir).map_err(io(dir))?;
+        if meta.gid() == group && meta.mode() & 0o2070 == 0o2070 {
+            return Ok(());
+        }
+    }
     for p in std::iter::once(dir.to_path_buf()).chain(walk(dir)) {
         let meta = std::fs::symlink_metadata(&p).map_err(io(&p))?;
         if meta.file_type().is_symlink() {
@@ -342,7 +359,7 @@ pub async fn materialize(ctx: &mut VolumeContext<'_>) -> Result<Volumes> {
             let path = claim_path(ctx.client, &ns(ctx.pod), &c.claim_name).await?;
             std::fs::create_dir_all(&path).map_err(io(&path))?;
             if let Some(g) = group {
-                apply_fs_group(&path, g)?;
+                apply_fs_group(&path, g, only_on_root_mismatch(ctx.pod))?;
             }
             out.paths.insert(v.name.clone(), path);
         } else if let Some(files) = files_of(v, ctx).await? {

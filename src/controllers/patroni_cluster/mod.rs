@@ -1,14 +1,20 @@
 //! The PatroniCluster controller. Today: dereference Secrets, claims and the StorageClass,
 //! validate, report status.
 
+pub mod backup;
 pub mod build;
+pub mod config;
+pub mod operate;
+pub mod scripts;
 
 use super::{
     Managed, SecretRef, Verdict, check_secret, finish, instrumented, not_yet_managed, publish,
     referrers,
 };
+use super::{job_results, roll};
 use crate::context::{Context, scoped_api};
 use crate::crd::PatroniCluster;
+use crate::crd::common::BackupStatus;
 use crate::crd::patroni_cluster::PatroniMemberStatus;
 use crate::error::Result;
 use crate::k8s::apply::{self, ChildCache};
@@ -25,6 +31,7 @@ use kube::runtime::events::EventType;
 use kube::runtime::reflector::Store;
 use kube::runtime::{Controller, watcher};
 use kube::{Api, Client, ResourceExt};
+use operate::MemberPod;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -124,8 +131,6 @@ pub fn validate(pc: &PatroniCluster, world: &World) -> Verdict {
     let pending: Vec<&str> = [
         (!pc.spec.users.is_empty(), "spec.users"),
         (!pc.spec.databases.is_empty(), "spec.databases"),
-        (pc.spec.backup.is_some(), "spec.backup"),
-        (pc.spec.bootstrap.is_some(), "spec.bootstrap"),
     ]
     .into_iter()
     .filter_map(|(set, field)| set.then_some(field))
@@ -154,34 +159,128 @@ pub const CHILD_KINDS: &[ChildKind] = &[
     ChildKind::Service,
     ChildKind::PodDisruptionBudget,
     ChildKind::StatefulSet,
+    ChildKind::PersistentVolumeClaim,
+    ChildKind::CronJob,
+    ChildKind::Job,
 ];
 
-/// Members' pods with an address, by name.
-fn member_pods(ctx: &Context, pc: &PatroniCluster) -> Vec<(String, String)> {
+/// Members' pods with an address, by name; pods being deleted are left out.
+fn member_pods(ctx: &Context, pc: &PatroniCluster) -> Vec<MemberPod> {
     let ns = pc.namespace();
     let name = pc.name_any();
-    let mut out: Vec<(String, String)> = ctx
+    let mut out: Vec<MemberPod> = ctx
         .caches
         .patroni_pods
         .state()
         .into_iter()
         .filter(|p| p.metadata.namespace == ns && p.metadata.deletion_timestamp.is_none())
         .filter(|p| {
-            p.labels().get(labels::INSTANCE) == Some(&name)
-                && p.labels().get(labels::NAME).map(String::as_str) == Some(build::APP)
+            let l = p.labels();
+            l.get(labels::INSTANCE) == Some(&name)
+                && l.get(labels::NAME).map(String::as_str) == Some(build::APP)
+                && l.get(labels::COMPONENT).map(String::as_str) == Some("postgres")
         })
-        .filter_map(|p| Some((p.name_any(), p.status.as_ref()?.pod_ip.clone()?)))
+        .filter_map(|p| {
+            let ip = p.status.as_ref()?.pod_ip.clone()?;
+            Some(MemberPod { pod: p, ip })
+        })
         .collect();
-    out.sort();
+    out.sort_by_key(|m| roll::ordinal(&m.pod.name_any()));
     out
 }
 
+/// Pods of one of the cluster's Jobs (`backup`, `restore-check`, `restore`).
+fn job_pods(ctx: &Context, pc: &PatroniCluster, component: &str) -> Vec<Arc<Pod>> {
+    let (ns, name) = (pc.namespace(), pc.name_any());
+    ctx.caches
+        .patroni_pods
+        .state()
+        .into_iter()
+        .filter(|p| p.metadata.namespace == ns)
+        .filter(|p| {
+            let l = p.labels();
+            l.get(labels::INSTANCE) == Some(&name)
+                && l.get(labels::COMPONENT).map(String::as_str) == Some(component)
+        })
+        .collect()
+}
+
+/// The newest finished attempt of one of the cluster's Jobs.
+fn newest_result(ctx: &Context, pc: &PatroniCluster, component: &str) -> Option<BackupStatus> {
+    let pods = job_pods(ctx, pc, component);
+    job_results::newest(&pods.iter().map(AsRef::as_ref).collect::<Vec<_>>())
+}
+
+/// Whether a Job gave up (its `Failed` condition).
+fn job_failed(cache: &ChildCache, ns: &str, name: &str) -> bool {
+    cache
+        .get(ChildKind::Job, ns, name)
+        .and_then(|j| j.data.get("status")?.get("conditions")?.as_array().cloned())
+        .is_some_and(|c| {
+            c.iter().any(|c| {
+                c.get("type").and_then(|t| t.as_str()) == Some("Failed")
+                    && c.get("status").and_then(|t| t.as_str()) == Some("True")
+            })
+        })
+}
+
+/// Health while `spec.bootstrap` has not been restored yet; `None` once it has (or without one).
+fn restore_health(
+    pc: &PatroniCluster,
+    done: bool,
+    failed: Option<&BackupStatus>,
+    leader: bool,
+) -> Option<Health> {
+    let from = &pc.spec.bootstrap.as_ref()?.from_backup;
+    if done {
+        return None;
+    }
+    let names = build::Names::of(&pc.name_any());
+    if let Some(f) = failed {
+        return Some(Health::stalled(
+            "RestoreFailed",
+            format!(
+                "spec.bootstrap.fromBackup: restore Job {} failed: {}; fix the cause, then delete the Job to retry",
+                names.restore,
+                f.message.as_deref().unwrap_or("no message")
+            ),
+        ));
+    }
+    Some(Health::progressing(
+        "Restoring",
+        if leader {
+            format!(
+                "restoring {} from claim {} into the primary",
+                from.file.as_deref().unwrap_or("the newest backup"),
+                from.claim_name
+            )
+        } else {
+            "waiting for a primary to restore spec.bootstrap.fromBackup into".to_string()
+        },
+    ))
+}
+
+/// Pods whose Ready condition is True.
+fn ready_count(pods: &[MemberPod]) -> i32 {
+    let ready = pods
+        .iter()
+        .filter(|m| {
+            m.pod
+                .status
+                .as_ref()
+                .and_then(|s| s.conditions.as_ref())
+                .is_some_and(|c| c.iter().any(|c| c.type_ == "Ready" && c.status == "True"))
+        })
+        .count();
+    i32::try_from(ready).unwrap_or(i32::MAX)
+}
+
 /// What Patroni reports, from the first member that answers.
-async fn observe(members: &[(String, String)]) -> Option<Cluster> {
-    for (pod, ip) in members {
-        match patroni::cluster(ip, build::API_PORT as u16).await {
+async fn observe(members: &[MemberPod]) -> Option<Cluster> {
+    for m in members {
+        match patroni::cluster(&m.ip, build::API_PORT as u16).await {
             Ok(c) => return Some(c),
-            Err(e) => tracing::debug!(%pod, error = %e, "Patroni not reachable"),
+            Err(e) => tracing::debug!(pod = %m.pod.name_any(), error = %e, "Patroni not reachable"),
         }
     }
     None
@@ -205,7 +304,7 @@ pub fn assess(pc: &PatroniCluster, ready_pods: i32, cluster: Option<&Cluster>) -
     let streaming = cluster
         .members
         .iter()
-        .filter(|m| m.name != leader.name && (m.state == "streaming" || m.state == "running"))
+        .filter(|m| m.name != leader.name && m.state == "streaming")
         .count();
     let want_replicas = usize::try_from(want - 1).unwrap_or(0);
     if ready_pods < want || streaming < want_replicas {
@@ -226,14 +325,6 @@ pub fn assess(pc: &PatroniCluster, ready_pods: i32, cluster: Option<&Cluster>) -
     }
 }
 
-fn ready_pods(cache: &ChildCache, ns: &str, name: &str) -> i32 {
-    cache
-        .get(ChildKind::StatefulSet, ns, name)
-        .and_then(|s| s.data.get("status")?.get("readyReplicas")?.as_i64())
-        .and_then(|n| i32::try_from(n).ok())
-        .unwrap_or(0)
-}
-
 const SAFETY_POLL: Duration = Duration::from_secs(30);
 const CONVERGING: Duration = Duration::from_secs(3);
 
@@ -245,30 +336,88 @@ pub async fn reconcile(pc: Arc<PatroniCluster>, ctx: Arc<Context>) -> Result<Act
             return finish(&ctx, pc.as_ref(), verdict, |_| {}).await;
         }
         let ns = pc.namespace().unwrap_or_default();
-        let (superuser, replication) = (super::random_password()?, super::random_password()?);
-        let children = build::build(&pc, &build::Inputs { superuser_password: &superuser, replication_password: &replication });
+        let name = pc.name_any();
+        let names = build::Names::of(&name);
         let cache = &ctx.caches.children.patroni_cluster;
         ctx.synced.wait().await;
+        let pods = member_pods(&ctx, &pc);
+        let cluster = observe(&pods).await;
+        let leader = cluster.as_ref().and_then(|c| c.leader()).map(|m| m.name.clone());
+
+        // A bootstrap restore runs once the cluster has a primary, until it has succeeded.
+        let restore = newest_result(&ctx, &pc, "restore");
+        let restored = pc.status.as_ref().and_then(|s| s.restored_from.as_ref()).is_some_and(|r| r.succeeded == Some(true))
+            || restore.as_ref().is_some_and(|r| r.succeeded == Some(true));
+        let restore_job = cache.get(ChildKind::Job, &ns, &names.restore).is_some();
+        let want_restore = pc.spec.bootstrap.is_some() && !restored && (leader.is_some() || restore_job);
+
+        let (superuser, replication) = (super::random_password()?, super::random_password()?);
+        let children = build::build(&pc, &build::Inputs { superuser_password: &superuser, replication_password: &replication, restore: want_restore });
         let mut applied = apply::apply(&ctx.client, cache, &ns, &children).await?;
         apply::prune(&ctx.client, cache, &ns, &pc.uid().unwrap_or_default(), &children, &mut applied).await?;
         if !applied.written.is_empty() || !applied.pruned.is_empty() {
             tracing::info!(written = ?applied.written, pruned = ?applied.pruned, "children applied");
         }
-        let name = pc.name_any();
-        let cluster = observe(&member_pods(&ctx, &pc)).await;
-        let ready = ready_pods(cache, &ns, &name);
-        let health = assess(&pc, ready, cluster.as_ref());
-        let leader = cluster.as_ref().and_then(|c| c.leader()).map(|m| m.name.clone());
+        let ready = ready_count(&pods);
+        let mut health = assess(&pc, ready, cluster.as_ref());
         let previous = pc.status.as_ref().and_then(|s| s.leader.clone());
         if let (Some(old), Some(new)) = (&previous, &leader)
             && old != new
         {
             publish(&ctx, pc.as_ref(), EventType::Normal, "LeaderChanged", "Failover", &format!("Patroni leader moved from {old} to {new}")).await;
         }
-        let requeue = Some(if matches!(health, Health::Ready { .. }) { SAFETY_POLL } else { CONVERGING });
-        let verdict = Verdict { health, extras: verdict.extras, requeue };
+        let mut requeue = None;
+        let leader_ip = leader.as_ref().and_then(|l| pods.iter().find(|m| m.pod.name_any() == *l)).map(|m| m.ip.clone());
+        if let (Some(c), Some(ip)) = (&cluster, leader_ip) {
+            match operate::configure(&ctx, &pc, &ip).await {
+                Ok(true) => {
+                    // Members pick the change up (and flag pending restarts) on their next loop.
+                    health = Health::progressing("Configuring", "Patroni's dynamic configuration was patched; members apply it on their next loop");
+                    requeue = Some(Duration::from_secs(u64::try_from(pc.spec.patroni.loop_wait).unwrap_or(10) + 1));
+                }
+                Ok(false) => {
+                    let revision = super::update_revision(cache, &ns, &names.statefulset);
+                    health = operate::roll_forward(&ctx, &pc, revision.as_deref(), &pods, c, health).await?;
+                }
+                // The leader's lock outlives its process by up to ttl: a failover is under way,
+                // not an error of ours.
+                Err(e) => {
+                    tracing::info!(error = %e, "the Patroni leader does not answer; configuration and rolling updates wait");
+                    health = Health::progressing("LeaderUnreachable", format!("cannot read or patch the configuration through leader {}: {e}", leader.as_deref().unwrap_or_default()));
+                }
+            }
+        }
+        let restore_failed = restore.as_ref().filter(|r| r.succeeded == Some(false) && job_failed(cache, &ns, &names.restore));
+        if let Some(h) = restore_health(&pc, restored, restore_failed, leader.is_some()) {
+            health = h;
+        }
+        let mut extras = verdict.extras;
+        let backup_pods = job_pods(&ctx, &pc, "backup");
+        let (last_backup, backup_warning) = job_results::last(&backup_pods.iter().map(AsRef::as_ref).collect::<Vec<_>>());
+        extras.extend(backup_warning);
+        let check = newest_result(&ctx, &pc, "restore-check");
+        if let Some(c) = check.as_ref().filter(|c| c.succeeded == Some(false)) {
+            extras.push(Extra {
+                type_: "RestoreCheckFailed",
+                status: true,
+                reason: "LastRestoreCheckFailed".into(),
+                message: format!("restore check Job {} failed: {}", c.job.as_deref().unwrap_or_default(), c.message.as_deref().unwrap_or("no message")),
+            });
+        }
+        let requeue = requeue.or(Some(if matches!(health, Health::Ready { .. }) { SAFETY_POLL } else { CONVERGING }));
+        let verdict = Verdict { health, extras, requeue };
         let selector = labels::selector(build::APP, &name, "postgres").iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(",");
         finish(&ctx, pc.as_ref(), verdict, |s| {
+            // Job pods come and go with history limits: keep what was last read.
+            if last_backup.is_some() {
+                s.last_backup = last_backup;
+            }
+            if check.is_some() {
+                s.last_restore_check = check;
+            }
+            if let Some(r) = restore.filter(|r| r.succeeded == Some(true)) {
+                s.restored_from.get_or_insert(r);
+            }
             s.replicas = Some(ready);
             s.selector = Some(selector);
             if let Some(c) = &cluster {

@@ -4,6 +4,7 @@
 use super::conf;
 use crate::crd::RedisSentinel;
 use crate::crd::common::ClaimRetention;
+use crate::k8s::backup_jobs;
 use crate::k8s::children::{Child, ChildKind};
 use crate::k8s::factory::{
     self, Factory, placement, pod_ip_env, restricted_container, with_resources,
@@ -365,62 +366,27 @@ fn backup(c: &Ctx) -> Vec<Child> {
     let Some(b) = &c.rs.spec.backup else {
         return Vec::new();
     };
-    let n = &c.names;
-    let mut out = Vec::new();
-    let claim = match &b.destination.volume.claim_name {
-        Some(existing) => existing.clone(),
-        None => {
-            let mut spec = json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": b.destination.volume.size}}});
-            if let Some(class) = &b.destination.volume.storage_class_name {
-                spec["storageClassName"] = json!(class);
-            }
-            out.push(c.child(
-                ChildKind::PersistentVolumeClaim,
-                &n.backup,
-                json!({"metadata": c.meta(&n.backup, "backup"), "spec": spec}),
-            ));
-            n.backup.clone()
-        }
-    };
+    let (claim, new_claim) = backup_jobs::claim(&c.f, b, &c.names.backup);
     let mut env = vec![json!({"name": "RETENTION", "value": b.retention.to_string()})];
     if let Some((secret, key)) = password_ref(c.rs) {
         env.push(json!({"name": "REDISCLI_AUTH", "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}));
     }
-    let pod = json!({
-        "metadata": {"labels": c.labels("backup")},
-        "spec": {
-            "restartPolicy": "Never",
-            "automountServiceAccountToken": false,
-            "enableServiceLinks": false,
-            "securityContext": restricted_pod(),
-            "containers": [{
-                "name": "backup",
-                "image": c.rs.spec.redis.image,
-                "command": ["sh", "-c", conf::backup_script(c.rs)],
-                "env": env,
-                "terminationMessagePolicy": "FallbackToLogsOnError",
-                "securityContext": restricted_container(),
-                "volumeMounts": [{"name": "backup", "mountPath": "/backup"}, {"name": "tmp", "mountPath": "/tmp"}],
-            }],
-            "volumes": [{"name": "backup", "persistentVolumeClaim": {"claimName": claim}}, {"name": "tmp", "emptyDir": {}}],
-        },
-    });
-    let mut spec = json!({
-        "schedule": b.schedule,
-        "suspend": b.suspend,
-        "concurrencyPolicy": "Forbid",
-        "startingDeadlineSeconds": 600,
-        "successfulJobsHistoryLimit": 3,
-        "failedJobsHistoryLimit": 3,
-        "jobTemplate": {"metadata": {"labels": c.labels("backup")}, "spec": {"backoffLimit": 2, "activeDeadlineSeconds": 3600, "template": pod}},
-    });
-    if let Some(tz) = &b.time_zone {
-        spec["timeZone"] = json!(tz);
-    }
-    out.push(c.child(
-        ChildKind::CronJob,
-        &n.backup,
-        json!({"metadata": c.meta(&n.backup, "backup"), "spec": spec}),
+    let pod = backup_jobs::ScriptPod {
+        component: "backup",
+        image: &c.rs.spec.redis.image,
+        script: conf::backup_script(c.rs),
+        env,
+        claim: &claim,
+        security: restricted_pod(),
+        read_only_claim: false,
+    };
+    let mut out: Vec<Child> = new_claim.into_iter().collect();
+    out.push(backup_jobs::cron_job(
+        &c.f,
+        &c.names.backup,
+        &b.schedule,
+        b,
+        &pod,
     ));
     out
 }

@@ -5,6 +5,7 @@ use super::build::{self, Names};
 use super::conf::{REDIS_PORT, SENTINEL_PORT};
 use super::topology::{self, Plan, RedisNode, SentinelNode, Step};
 use crate::context::Context;
+use crate::controllers::roll::ordinal;
 use crate::crd::RedisSentinel;
 use crate::error::{Error, Result};
 use crate::k8s::labels;
@@ -42,13 +43,6 @@ fn address(p: &Pod) -> Option<(String, bool)> {
         .flatten()
         .any(|c| c.state.as_ref().is_some_and(|s| s.running.is_some()));
     Some((status.pod_ip.clone()?, up))
-}
-
-fn ordinal(pod: &str) -> i32 {
-    pod.rsplit('-')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(i32::MAX)
 }
 
 /// Pods of one component of `rs`, from the controller's pod cache.

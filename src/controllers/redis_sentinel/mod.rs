@@ -1,11 +1,9 @@
 //! The RedisSentinel controller. Today: dereference the auth Secret, validate, report status.
 
-pub mod backup;
 pub mod build;
 pub mod conf;
 pub mod follow;
 pub mod heal;
-pub mod roll;
 pub mod topology;
 
 use super::{
@@ -13,6 +11,7 @@ use super::{
     referrers,
 };
 use crate::context::{Context, scoped_api};
+use crate::controllers::roll::{self, RollPod, RollStep};
 use crate::crd::RedisSentinel;
 use crate::crd::redis_sentinel::RedisMasterStatus;
 use crate::error::Result;
@@ -254,17 +253,6 @@ pub fn assess(rs: &RedisSentinel, rollout: Health, plan: &Plan, topo: &Topology)
     }
 }
 
-/// The StatefulSet's update revision, once its controller has seen the current template.
-fn update_revision(cache: &ChildCache, ns: &str, name: &str) -> Option<String> {
-    let sts = cache.get(ChildKind::StatefulSet, ns, name)?;
-    let status = sts.data.get("status")?;
-    let observed = status.get("observedGeneration")?.as_i64()?;
-    if Some(observed) != sts.metadata.generation {
-        return None;
-    }
-    Some(status.get("updateRevision")?.as_str()?.to_string())
-}
-
 /// Takes the next step of a rolling update when the set is healthy; returns the health to
 /// report (a roll under way is progress, not readiness).
 /// What one reconcile observed of the data plane and decided about it.
@@ -289,33 +277,31 @@ async fn roll_forward(
         auth,
     } = *seen;
     let ns = rs.namespace().unwrap_or_default();
-    let revision = update_revision(cache, &ns, &build::Names::of(&rs.name_any()).redis);
-    let pods: Vec<roll::RollPod> = heal::pods(ctx, rs, "redis")
+    let revision = super::update_revision(cache, &ns, &build::Names::of(&rs.name_any()).redis);
+    let Some(revision) = revision else {
+        return Ok(health);
+    };
+    let pods: Vec<RollPod> = heal::pods(ctx, rs, "redis")
         .iter()
-        .map(|p| roll::RollPod {
+        .map(|p| RollPod {
             name: p.name_any(),
-            ordinal: p
-                .name_any()
-                .rsplit('-')
-                .next()
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(i32::MAX),
-            revision: p.labels().get("controller-revision-hash").cloned(),
-            is_master: plan.master.as_deref() == Some(p.name_any().as_str()),
+            ordinal: roll::ordinal(&p.name_any()),
+            outdated: p.labels().get("controller-revision-hash") != Some(&revision),
+            is_primary: plan.master.as_deref() == Some(p.name_any().as_str()),
         })
         .collect();
     let healthy = matches!(health, Health::Ready { .. });
-    let (updated, total) = roll::progress(revision.as_deref(), &pods);
-    let step = roll::next(revision.as_deref(), &pods, healthy);
+    let (updated, total) = roll::progress(&pods);
+    let step = roll::next(&pods, healthy);
     let note = match &step {
         None => return Ok(health),
-        Some(roll::RollStep::Replace(pod)) => {
+        Some(RollStep::Update(pod)) => {
             Api::<Pod>::namespaced(ctx.client.clone(), &ns)
                 .delete(pod, &kube::api::DeleteParams::default())
                 .await?;
             format!("{updated}/{total} Redis pods updated; replacing replica {pod}")
         }
-        Some(roll::RollStep::Failover) => {
+        Some(RollStep::Handover) => {
             let group = rs.name_any();
             // A planned switchover loses nothing: writes pause on the master until every
             // replica has all of them, then Sentinel promotes one.
@@ -431,7 +417,7 @@ pub async fn reconcile(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Acti
         let health = roll_forward(&ctx, &rs, cache, &seen, health).await?;
         let requeue = Some(if matches!(health, Health::Ready { .. }) { SAFETY_POLL } else { CONVERGING });
         let backup_pods = heal::pods(&ctx, &rs, "backup");
-        let (last_backup, backup_warning) = backup::last(&backup_pods.iter().map(|p| p.as_ref()).collect::<Vec<_>>());
+        let (last_backup, backup_warning) = super::job_results::last(&backup_pods.iter().map(|p| p.as_ref()).collect::<Vec<_>>());
         let previous_backup = rs.status.as_ref().and_then(|s| s.last_backup.as_ref());
         if let Some(b) = &last_backup
             && previous_backup.and_then(|p| p.job.as_ref()) != b.job.as_ref()

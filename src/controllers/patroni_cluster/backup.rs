@@ -1,0 +1,83 @@
+//! Pure: backups of a PatroniCluster (`pg_dump -Fc` per database on a schedule), the scheduled
+//! restore check, and the one-off restore that fills a new cluster from a backup.
+
+use super::build::{Names, PG_GID, PG_UID, credential_secrets};
+use super::scripts;
+use crate::crd::PatroniCluster;
+use crate::k8s::backup_jobs::{self, ScriptPod};
+use crate::k8s::children::Child;
+use crate::k8s::factory::{Factory, restricted_pod};
+use serde_json::{Value, json};
+
+fn superuser_env(pc: &PatroniCluster) -> Vec<Value> {
+    let (superuser, _) = credential_secrets(pc);
+    vec![
+        json!({"name": "PGUSER", "valueFrom": {"secretKeyRef": {"name": superuser, "key": "username"}}}),
+        json!({"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": superuser, "key": "password"}}}),
+    ]
+}
+
+/// The backup claim, CronJob and, when scheduled, the restore-check CronJob.
+pub fn scheduled(f: &Factory, pc: &PatroniCluster, n: &Names) -> Vec<Child> {
+    let Some(b) = &pc.spec.backup else {
+        return Vec::new();
+    };
+    let (claim, new_claim) = backup_jobs::claim(f, &b.common, &n.backup);
+    let mut env = superuser_env(pc);
+    env.push(json!({"name": "RETENTION", "value": b.common.retention.to_string()}));
+    let backup = ScriptPod {
+        component: "backup",
+        image: &pc.spec.image,
+        script: scripts::backup(pc),
+        env,
+        claim: &claim,
+        security: restricted_pod(PG_UID, PG_GID),
+        read_only_claim: false,
+    };
+    let mut out: Vec<Child> = new_claim.into_iter().collect();
+    out.push(backup_jobs::cron_job(
+        f,
+        &n.backup,
+        &b.common.schedule,
+        &b.common,
+        &backup,
+    ));
+    if let Some(schedule) = &b.restore_check_schedule {
+        // The check restores into a scratch server of its own: it needs no credentials and
+        // only reads the claim.
+        let check = ScriptPod {
+            component: "restore-check",
+            image: &pc.spec.image,
+            script: scripts::restore_check(pc),
+            env: Vec::new(),
+            claim: &claim,
+            security: restricted_pod(PG_UID, PG_GID),
+            read_only_claim: true,
+        };
+        out.push(backup_jobs::cron_job(
+            f,
+            &n.restore_check,
+            schedule,
+            &b.common,
+            &check,
+        ));
+    }
+    out
+}
+
+/// The Job restoring `spec.bootstrap.fromBackup` into the new cluster's primary.
+pub fn restore(f: &Factory, pc: &PatroniCluster, n: &Names) -> Option<Child> {
+    let from = &pc.spec.bootstrap.as_ref()?.from_backup;
+    let mut env = superuser_env(pc);
+    env.push(json!({"name": "SOURCE", "value": from.file.clone().unwrap_or_default()}));
+    let pod = ScriptPod {
+        component: "restore",
+        image: &pc.spec.image,
+        script: scripts::restore(pc),
+        env,
+        claim: &from.claim_name,
+        security: restricted_pod(PG_UID, PG_GID),
+        read_only_claim: true,
+    };
+    Some(backup_jobs::job(f, &n.restore, &pod))
+}

@@ -1,0 +1,214 @@
+//! The data-plane steps of a reconcile, through Patroni's REST API: bring the dynamic
+//! configuration to the spec, and take the next step of a rolling update — a new pod template
+//! or settings waiting for a restart. Replicas go first; the primary hands its role over with
+//! a switchover and is only then updated, as a replica.
+
+use super::{build, config};
+use crate::context::Context;
+use crate::controllers::publish;
+use crate::controllers::roll::{self, RollPod, RollStep};
+use crate::crd::PatroniCluster;
+use crate::error::{Error, Result};
+use crate::k8s::conditions::Health;
+use crate::stores::patroni::{self, Cluster, Member, PatroniError};
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::events::EventType;
+use kube::{Api, ResourceExt};
+use std::sync::Arc;
+
+const PORT: u16 = build::API_PORT as u16;
+
+fn store_err(e: PatroniError) -> Error {
+    Error::Store(e.to_string())
+}
+
+/// A member pod with its address.
+pub struct MemberPod {
+    pub pod: Arc<Pod>,
+    pub ip: String,
+}
+
+/// Patches Patroni's dynamic configuration when it differs from the spec; true when it did.
+pub async fn configure(ctx: &Context, pc: &PatroniCluster, leader_ip: &str) -> Result<bool> {
+    let live = patroni::config(leader_ip, PORT).await.map_err(store_err)?;
+    let Some(patch) = config::patch(&config::desired(pc), &live) else {
+        return Ok(false);
+    };
+    patroni::patch_config(leader_ip, PORT, &patch)
+        .await
+        .map_err(store_err)?;
+    let note = format!("Patroni's dynamic configuration patched: {patch}");
+    tracing::info!(%note, "configuration");
+    publish(
+        ctx,
+        pc,
+        EventType::Normal,
+        "ConfigurationChanged",
+        "Configure",
+        &note,
+    )
+    .await;
+    Ok(true)
+}
+
+/// The replica to hand the primary role to: up to date, streaming, a synchronous standby if
+/// there is one (Patroni refuses any other in synchronous mode), least behind.
+pub fn candidate<'a>(cluster: &'a Cluster, up_to_date: &[&str]) -> Option<&'a Member> {
+    cluster
+        .members
+        .iter()
+        .filter(|m| m.is_replica() && m.state == "streaming")
+        .filter(|m| up_to_date.contains(&m.name.as_str()))
+        .min_by_key(|m| {
+            (
+                m.role != "sync_standby",
+                m.lag.unwrap_or(i64::MAX),
+                m.name.clone(),
+            )
+        })
+}
+
+/// Takes the next step of a rolling update while the cluster is healthy; returns the health
+/// to report (a roll under way is progress, not readiness).
+pub async fn roll_forward(
+    ctx: &Context,
+    pc: &PatroniCluster,
+    revision: Option<&str>,
+    pods: &[MemberPod],
+    cluster: &Cluster,
+    health: Health,
+) -> Result<Health> {
+    if !matches!(health, Health::Ready { .. }) {
+        return Ok(health);
+    }
+    let member = |pod: &str| cluster.members.iter().find(|m| m.name == pod);
+    // Asked of each member itself: the DCS copy of the flag lags a restart by a loop.
+    let mut pending = Vec::new();
+    for m in pods {
+        if patroni::member_state(&m.ip, PORT)
+            .await
+            .map_err(store_err)?
+            .pending_restart
+        {
+            pending.push(m.pod.name_any());
+        }
+    }
+    let stale_template = |p: &Pod| {
+        revision.is_some_and(|r| {
+            p.labels()
+                .get("controller-revision-hash")
+                .map(String::as_str)
+                != Some(r)
+        })
+    };
+    let roll_pods: Vec<RollPod> = pods
+        .iter()
+        .map(|m| {
+            let name = m.pod.name_any();
+            RollPod {
+                ordinal: roll::ordinal(&name),
+                outdated: stale_template(&m.pod) || pending.contains(&name),
+                is_primary: member(&name).is_some_and(|x| x.role == "leader"),
+                name,
+            }
+        })
+        .collect();
+    let (updated, total) = roll::progress(&roll_pods);
+    let note = match roll::next(&roll_pods, true) {
+        None => return Ok(health),
+        Some(RollStep::Update(name)) => {
+            let Some(m) = pods.iter().find(|m| m.pod.name_any() == name) else {
+                return Ok(health);
+            };
+            if stale_template(&m.pod) {
+                let ns = pc.namespace().unwrap_or_default();
+                Api::<Pod>::namespaced(ctx.client.clone(), &ns)
+                    .delete(&name, &kube::api::DeleteParams::default())
+                    .await?;
+                format!("{updated}/{total} members updated; replacing replica {name}")
+            } else {
+                patroni::restart(&m.ip, PORT).await.map_err(store_err)?;
+                format!(
+                    "{updated}/{total} members updated; restarted PostgreSQL on replica {name} for pending settings"
+                )
+            }
+        }
+        Some(RollStep::Handover) => {
+            let up_to_date: Vec<&str> = roll_pods
+                .iter()
+                .filter(|p| !p.outdated)
+                .map(|p| p.name.as_str())
+                .collect();
+            let (Some(leader), Some(next)) = (cluster.leader(), candidate(cluster, &up_to_date))
+            else {
+                return Ok(Health::progressing(
+                    "RollingUpdate",
+                    format!(
+                        "{updated}/{total} members updated; waiting for an up-to-date streaming replica to switch over to"
+                    ),
+                ));
+            };
+            let Some(ip) = pods
+                .iter()
+                .find(|m| m.pod.name_any() == leader.name)
+                .map(|m| m.ip.clone())
+            else {
+                return Ok(health);
+            };
+            patroni::switchover(&ip, PORT, &leader.name, &next.name)
+                .await
+                .map_err(store_err)?;
+            format!(
+                "{updated}/{total} members updated; switched over from {} to {} before updating the old primary",
+                leader.name, next.name
+            )
+        }
+    };
+    tracing::info!(%note, "rolling update");
+    publish(ctx, pc, EventType::Normal, "RollingUpdate", "Roll", &note).await;
+    Ok(Health::progressing("RollingUpdate", note))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn member(name: &str, role: &str, state: &str, lag: Option<i64>) -> Member {
+        Member {
+            name: name.into(),
+            role: role.into(),
+            state: state.into(),
+            lag,
+            ..Member::default()
+        }
+    }
+
+    #[test]
+    fn the_candidate_is_the_closest_up_to_date_streaming_replica() {
+        let c = Cluster {
+            members: vec![
+                member("db-0", "leader", "running", None),
+                member("db-1", "replica", "streaming", Some(4096)),
+                member("db-2", "replica", "streaming", Some(0)),
+                member("db-3", "replica", "starting", Some(0)),
+            ],
+        };
+        let sync = Cluster {
+            members: vec![
+                member("db-1", "replica", "streaming", Some(0)),
+                member("db-2", "sync_standby", "streaming", Some(100)),
+            ],
+        };
+        assert_eq!(
+            candidate(&sync, &["db-1", "db-2"]).map(|m| m.name.as_str()),
+            Some("db-2")
+        );
+        let all = ["db-1", "db-2", "db-3"];
+        assert_eq!(candidate(&c, &all).map(|m| m.name.as_str()), Some("db-2"));
+        assert_eq!(
+            candidate(&c, &["db-1"]).map(|m| m.name.as_str()),
+            Some("db-1")
+        );
+        assert!(candidate(&c, &["db-3"]).is_none(), "not streaming");
+    }
+}
