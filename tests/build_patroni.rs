@@ -18,6 +18,7 @@ fn built(fixture: &str) -> Vec<Child> {
             superuser_password: SUPER,
             replication_password: REPL,
             restore: true,
+            replicas: pc.spec.members,
         },
     )
 }

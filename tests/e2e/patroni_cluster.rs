@@ -1,18 +1,78 @@
 //! PatroniCluster end to end, with real Patroni and PostgreSQL behind the pods and the test
 //! API server as Patroni's DCS: a labelled leader behind the primary Service, streaming
-//! replicas, a failover within Patroni's ttl when the leader's machine dies, no committed row
-//! lost, and the old leader back as a replica.
+//! replicas, a failover within Patroni's ttl when the leader's machine dies with no committed
+//! row lost (strict synchronous mode, under write load), the old leader back as a replica, a
+//! scale-down that moves the leader off the member it removes, a scale-up, and deletion that
+//! removes the children and keeps the claims.
 
+use crate::patroni_roll::{members, watch_replacement};
 use crate::real::{endpoints, ip, name, pods, psql, runner_state};
-use crate::support::{condition, start_with, wait_for};
+use crate::support::{apply_yaml, condition, start_with, wait_for};
 use gbo_podrunner::fault;
 use guestbook_operator::crd::PatroniCluster;
-use k8s_openapi::api::core::v1::Secret;
+use k8s_openapi::api::apps::v1::StatefulSet;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use kube::{Api, Client};
+use std::collections::BTreeSet;
 use std::net::Ipv4Addr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub const SPEC: &str = "apiVersion: guestbook-operator.dev/v1alpha1\nkind: PatroniCluster\nmetadata: {name: db}\nspec:\n  members: 3\n  storage: {size: 200Mi}\n  patroni: {ttl: 20, loopWait: 2, retryTimeout: 5}\n";
+/// Strict synchronous replication: a commit returns only once a standby has it.
+fn strict(members: i32) -> String {
+    format!(
+        "apiVersion: guestbook-operator.dev/v1alpha1\nkind: PatroniCluster\nmetadata: {{name: db}}\nspec:\n  members: {members}\n  storage: {{size: 200Mi}}\n  patroni: {{ttl: 20, loopWait: 2, retryTimeout: 5, synchronousMode: Strict}}\n"
+    )
+}
+
+/// Inserts numbered rows through whatever the primary Service selects until stopped; returns
+/// the numbers whose COMMIT was acknowledged.
+pub fn writer(
+    c: &Client,
+    ns: &str,
+    pw: &str,
+    table: &'static str,
+    stop: Arc<AtomicBool>,
+) -> tokio::task::JoinHandle<Vec<u32>> {
+    let (c, ns, pw) = (c.clone(), ns.to_string(), pw.to_string());
+    tokio::spawn(async move {
+        let mut acked = Vec::new();
+        let mut n = 0u32;
+        while !stop.load(Ordering::Relaxed) {
+            n += 1;
+            let primary = endpoints(&c, &ns, "db").await;
+            let Some(addr) = primary.first().and_then(|a| a.parse::<Ipv4Addr>().ok()) else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+                continue;
+            };
+            if psql(addr, &pw, &format!("INSERT INTO {table} VALUES ({n})"))
+                .await
+                .is_ok()
+            {
+                acked.push(n);
+            } else {
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+        acked
+    })
+}
+
+/// Every acknowledged number is in `table` on the member at `ip`; returns how many there were.
+pub async fn none_lost(ip: Ipv4Addr, pw: &str, table: &str, acked: &[u32]) -> usize {
+    let stored: BTreeSet<u32> = psql(ip, pw, &format!("SELECT n FROM {table}"))
+        .await
+        .expect("read back")
+        .lines()
+        .filter_map(|l| l.parse().ok())
+        .collect();
+    let lost: Vec<&u32> = acked.iter().filter(|n| !stored.contains(n)).collect();
+    assert!(lost.is_empty(), "acknowledged commits lost: {lost:?}");
+    acked.len()
+}
+
 pub const MEMBERS: &str = "app.kubernetes.io/name=patroni,app.kubernetes.io/instance=db";
 
 pub async fn leader(c: &Client, ns: &str) -> Option<String> {
@@ -58,16 +118,17 @@ pub async fn superuser_password(c: &Client, ns: &str, cluster: &str) -> String {
 }
 
 #[tokio::test]
-async fn a_patroni_cluster_elects_a_labelled_leader_and_fails_over_without_losing_rows() {
+async fn a_strict_synchronous_cluster_fails_over_scales_and_is_deleted_without_losing_rows() {
     let Some(state) = runner_state() else { return };
-    let (c, ns, op) = start_with("pgc", SPEC).await;
-    let first = ready(&c, &ns.name).await;
-    let first_ip = pod_ip(&c, &ns.name, &first).await;
+    let (c, ns, op) = start_with("pgc", &strict(3)).await;
+    let ns = &ns.name;
+    let first = ready(&c, ns).await;
+    let first_ip = pod_ip(&c, ns, &first).await;
 
     // Patroni labelled its leader; the primary Service selects exactly it.
     let labelled: Vec<String> = pods(
         &c,
-        &ns.name,
+        ns,
         &format!("{MEMBERS},guestbook-operator.dev/role=primary"),
     )
     .await
@@ -78,17 +139,24 @@ async fn a_patroni_cluster_elects_a_labelled_leader_and_fails_over_without_losin
     wait_for(
         "the primary Service to select the leader",
         Duration::from_secs(30),
+        || async { (endpoints(&c, ns, "db").await == vec![first_ip.to_string()]).then_some(()) },
+    )
+    .await;
+    // One synchronous standby, the other replica streaming asynchronously.
+    let status = wait_for(
+        "a synchronous standby in status",
+        Duration::from_secs(60),
         || async {
-            (endpoints(&c, &ns.name, "db").await == vec![first_ip.to_string()]).then_some(())
+            let s = Api::<PatroniCluster>::namespaced(c.clone(), ns)
+                .get("db")
+                .await
+                .ok()?
+                .status?;
+            let roles: Vec<&str> = s.members.iter().filter_map(|m| m.role.as_deref()).collect();
+            roles.contains(&"sync_standby").then_some(s.clone())
         },
     )
     .await;
-    let status = Api::<PatroniCluster>::namespaced(c.clone(), &ns.name)
-        .get("db")
-        .await
-        .expect("db")
-        .status
-        .expect("status");
     assert_eq!(status.members.len(), 3, "{status:?}");
     assert!(
         status
@@ -99,73 +167,164 @@ async fn a_patroni_cluster_elects_a_labelled_leader_and_fails_over_without_losin
         "{status:?}"
     );
 
-    let pw = superuser_password(&c, &ns.name, "db").await;
-    psql(first_ip, &pw, "CREATE TABLE votes (id text PRIMARY KEY); INSERT INTO votes SELECT 'v' || g FROM generate_series(1, 100) g").await.expect("write on the leader");
+    let pw = superuser_password(&c, ns, "db").await;
+    psql(first_ip, &pw, "CREATE TABLE votes (n int PRIMARY KEY)")
+        .await
+        .expect("create table on the leader");
 
-    // The leader's machine dies (killed and kept down): a replica takes over once the leader
-    // lock expires, the Service follows, and every committed row is there.
+    // The leader's machine dies (killed and kept down) while a writer commits: the synchronous
+    // standby takes over once the leader lock expires, the Service follows, and every
+    // acknowledged commit is there.
+    let stop = Arc::new(AtomicBool::new(false));
+    let load = writer(&c, ns, &pw, "votes", stop.clone());
+    tokio::time::sleep(Duration::from_secs(2)).await;
     let t0 = Instant::now();
     fault::kill(
         &state,
-        &ns.name,
+        ns,
         &first,
         Some("postgres"),
         Some(Duration::from_secs(40)),
     )
     .expect("kill the leader");
     let second = wait_for("a new leader", Duration::from_secs(90), || async {
-        leader(&c, &ns.name).await.filter(|l| *l != first)
+        leader(&c, ns).await.filter(|l| *l != first)
     })
     .await;
-    let second_ip = pod_ip(&c, &ns.name, &second).await;
+    let second_ip = pod_ip(&c, ns, &second).await;
     wait_for(
         "the primary Service to follow",
         Duration::from_secs(30),
-        || async {
-            (endpoints(&c, &ns.name, "db").await == vec![second_ip.to_string()]).then_some(())
-        },
+        || async { (endpoints(&c, ns, "db").await == vec![second_ip.to_string()]).then_some(()) },
     )
     .await;
     println!(
         "Patroni failover: {second} leads {:.1} s after {first} was killed (ttl 20 s)",
         t0.elapsed().as_secs_f64()
     );
-    assert_eq!(
-        psql(second_ip, &pw, "SELECT count(*) FROM votes")
-            .await
-            .as_deref(),
-        Ok("100"),
-        "committed rows lost"
-    );
-    psql(
-        second_ip,
-        &pw,
-        "INSERT INTO votes VALUES ('after-failover')",
-    )
-    .await
-    .expect("the new leader takes writes");
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    stop.store(true, Ordering::Relaxed);
+    let acked = load.await.expect("writer");
+    assert!(acked.len() > 5, "the writer barely ran: {acked:?}");
+    let kept = none_lost(second_ip, &pw, "votes", &acked).await;
+    println!("strict synchronous failover: {kept} acknowledged commits, none lost");
 
     // The old leader comes back and follows the new one.
-    let back = ready(&c, &ns.name).await;
+    let back = ready(&c, ns).await;
     assert_eq!(back, second, "the leader stays where it moved");
+    psql(second_ip, &pw, "INSERT INTO votes VALUES (0)")
+        .await
+        .expect("the new leader takes writes");
     wait_for(
         "the old leader to hold the new row",
         Duration::from_secs(60),
         || async {
-            (psql(first_ip, &pw, "SELECT count(*) FROM votes")
+            (psql(first_ip, &pw, "SELECT count(*) FROM votes WHERE n = 0")
                 .await
                 .ok()
                 .as_deref()
-                == Some("101"))
+                == Some("1"))
             .then_some(())
         },
     )
     .await;
+
+    // Scale down to two members while db-2 leads: the leader moves first.
+    let now = members(&c, ns).await;
+    if second != "db-2" {
+        let body = serde_json::json!({"leader": second, "candidate": "db-2"});
+        let resp = reqwest::Client::new()
+            .post(format!("http://{second_ip}:8008/switchover"))
+            .json(&body)
+            .send()
+            .await
+            .expect("switchover request");
+        assert!(
+            resp.status().is_success(),
+            "switchover to db-2: {:?}",
+            resp.text().await
+        );
+        wait_for("db-2 to lead", Duration::from_secs(60), || async {
+            (leader(&c, ns).await.as_deref() == Some("db-2")).then_some(())
+        })
+        .await;
+        ready(&c, ns).await;
+    }
+    let watch = watch_replacement(&c, ns, "db-2", now["db-2"].0.clone());
+    apply_yaml(&c, ns, &strict(2)).await.expect("scale down");
+    let leader_when_removed = tokio::time::timeout(Duration::from_secs(120), watch)
+        .await
+        .expect("db-2 removed within 2 min")
+        .expect("watcher");
+    assert!(
+        leader_when_removed.as_ref().is_some_and(|l| l != "db-2"),
+        "db-2 was removed while it led (leader then: {leader_when_removed:?})"
+    );
+    let third = ready(&c, ns).await;
+    let third_ip = pod_ip(&c, ns, &third).await;
+    none_lost(third_ip, &pw, "votes", &acked).await;
+
+    // And back up: the third member rejoins as a streaming replica.
+    apply_yaml(&c, ns, &strict(3)).await.expect("scale up");
+    wait_for(
+        "three members, two streaming",
+        Duration::from_secs(120),
+        || async {
+            let s = Api::<PatroniCluster>::namespaced(c.clone(), ns)
+                .get("db")
+                .await
+                .ok()?
+                .status?;
+            let streaming = s
+                .members
+                .iter()
+                .filter(|m| m.state.as_deref() == Some("streaming"))
+                .count();
+            (s.members.len() == 3 && streaming == 2).then_some(())
+        },
+    )
+    .await;
+
     assert_eq!(
         op.metric("guestbook_operator_reconcile_errors_total", "")
             .await,
         0.0,
         "{}",
         op.log_text()
+    );
+
+    // Deleting the resource removes what it owns and keeps the data.
+    Api::<PatroniCluster>::namespaced(c.clone(), ns)
+        .delete("db", &Default::default())
+        .await
+        .expect("delete");
+    wait_for(
+        "the StatefulSet and Secrets to be garbage-collected",
+        Duration::from_secs(60),
+        || async {
+            let sts = Api::<StatefulSet>::namespaced(c.clone(), ns)
+                .get_opt("db")
+                .await
+                .ok()?;
+            let secret = Api::<Secret>::namespaced(c.clone(), ns)
+                .get_opt("db-superuser")
+                .await
+                .ok()?;
+            (sts.is_none() && secret.is_none()).then_some(())
+        },
+    )
+    .await;
+    let claims: Vec<String> = Api::<PersistentVolumeClaim>::namespaced(c.clone(), ns)
+        .list(&Default::default())
+        .await
+        .expect("claims")
+        .items
+        .into_iter()
+        .filter_map(|p| p.metadata.name)
+        .collect();
+    assert_eq!(
+        claims,
+        vec!["data-db-0", "data-db-1", "data-db-2"],
+        "claims kept"
     );
 }

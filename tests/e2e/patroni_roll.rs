@@ -3,8 +3,8 @@
 //! old primary's turn, and a new pod template rolls replicas, switches over, and only then
 //! replaces the old primary — while a writer commits rows, none of which is lost.
 
-use crate::patroni_cluster::{MEMBERS, SPEC, leader, ready, superuser_password};
-use crate::real::{endpoints, ip, name, pods, psql};
+use crate::patroni_cluster::{MEMBERS, SPEC, leader, none_lost, ready, superuser_password, writer};
+use crate::real::{ip, name, pods, psql};
 use crate::support::{apply_yaml, start_with, wait_for};
 use guestbook_operator::stores::patroni;
 use kube::Client;
@@ -15,7 +15,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 /// Pod name → (uid, address) of every member.
-async fn members(c: &Client, ns: &str) -> BTreeMap<String, (String, Ipv4Addr)> {
+pub async fn members(c: &Client, ns: &str) -> BTreeMap<String, (String, Ipv4Addr)> {
     pods(c, ns, MEMBERS)
         .await
         .iter()
@@ -49,45 +49,38 @@ async fn everywhere(c: &Client, ns: &str, pw: &str, setting: &str, want: &str) {
     .await;
 }
 
-/// Commits numbered rows through the primary Service's endpoint until stopped; returns the
-/// numbers whose COMMIT was acknowledged.
-fn writer(
-    c: Client,
-    ns: String,
-    pw: String,
-    stop: Arc<AtomicBool>,
-) -> tokio::task::JoinHandle<Vec<u32>> {
-    tokio::spawn(async move {
-        let mut acked = Vec::new();
-        let mut n = 0u32;
-        while !stop.load(Ordering::Relaxed) {
-            n += 1;
-            let primary = endpoints(&c, &ns, "db").await;
-            let Some(addr) = primary.first().and_then(|a| a.parse::<Ipv4Addr>().ok()) else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-                continue;
-            };
-            if psql(addr, &pw, &format!("INSERT INTO ledger VALUES ({n})"))
-                .await
-                .is_ok()
-            {
-                acked.push(n);
-            } else {
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        }
-        acked
-    })
-}
-
 /// The leader as any member's Patroni reports it.
-async fn patroni_leader(c: &Client, ns: &str) -> Option<String> {
+pub async fn patroni_leader(c: &Client, ns: &str) -> Option<String> {
     for (_, ip) in members(c, ns).await.values() {
         if let Ok(cl) = patroni::cluster(&ip.to_string(), 8008).await {
             return cl.leader().map(|m| m.name.clone());
         }
     }
     None
+}
+
+/// Watches pod `pod` (uid `uid`) and Patroni's leader; returns the leader last seen before
+/// the pod was deleted or replaced.
+pub fn watch_replacement(
+    c: &Client,
+    ns: &str,
+    pod: &str,
+    uid: String,
+) -> tokio::task::JoinHandle<Option<String>> {
+    let (c, ns, pod) = (c.clone(), ns.to_string(), pod.to_string());
+    tokio::spawn(async move {
+        let mut last = None;
+        loop {
+            let now = members(&c, &ns).await;
+            if now.get(&pod).is_none_or(|(u, _)| *u != uid) {
+                return last;
+            }
+            if let Some(l) = patroni_leader(&c, &ns).await {
+                last = Some(l);
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    })
 }
 
 #[tokio::test]
@@ -135,29 +128,9 @@ async fn settings_apply_in_place_and_a_roll_switches_over_before_the_primary_wit
 
     // A new pod template, under write load.
     let stop = Arc::new(AtomicBool::new(false));
-    let load = writer(c.clone(), ns.clone(), pw.clone(), stop.clone());
+    let load = writer(&c, ns, &pw, "ledger", stop.clone());
     let old_primary_uid = before[&second].0.clone();
-    let watch = {
-        let (c, ns, second) = (c.clone(), ns.clone(), second.clone());
-        tokio::spawn(async move {
-            // The leader as last seen while the old primary's pod was still the original.
-            let mut last = None;
-            loop {
-                let now = members(&c, &ns).await;
-                if now
-                    .get(&second)
-                    .is_some_and(|(uid, _)| *uid != old_primary_uid)
-                    || !now.contains_key(&second)
-                {
-                    return last;
-                }
-                if let Some(l) = patroni_leader(&c, &ns).await {
-                    last = Some(l);
-                }
-                tokio::time::sleep(Duration::from_millis(100)).await;
-            }
-        })
-    };
+    let watch = watch_replacement(&c, ns, &second, old_primary_uid);
     apply_yaml(
         &c,
         ns,
@@ -190,19 +163,12 @@ async fn settings_apply_in_place_and_a_roll_switches_over_before_the_primary_wit
     stop.store(true, Ordering::Relaxed);
     let acked = load.await.expect("writer");
     let third_ip = members(&c, ns).await[&third].1;
-    let stored: std::collections::BTreeSet<u32> = psql(third_ip, &pw, "SELECT n FROM ledger")
-        .await
-        .expect("read back")
-        .lines()
-        .filter_map(|l| l.parse().ok())
-        .collect();
-    let lost: Vec<&u32> = acked.iter().filter(|n| !stored.contains(n)).collect();
+    none_lost(third_ip, &pw, "ledger", &acked).await;
     println!(
         "Patroni rolling update: {} commits acknowledged during the roll, leader {first} → {second} → {third}",
         acked.len()
     );
     assert!(acked.len() > 10, "the writer barely ran: {acked:?}");
-    assert!(lost.is_empty(), "acknowledged commits lost: {lost:?}");
     assert_eq!(leader(&c, ns).await.as_deref(), Some(third.as_str()));
     assert_eq!(
         op.metric("guestbook_operator_reconcile_errors_total", "")

@@ -30,6 +30,9 @@ pub struct Inputs<'a> {
     /// Include the Job restoring `spec.bootstrap` (once the cluster has a primary, until the
     /// restore succeeded).
     pub restore: bool,
+    /// StatefulSet replicas: `spec.members`, or more while a scale-down waits for the leader
+    /// to move off a member it would remove.
+    pub replicas: i32,
 }
 
 /// Names of the objects of one PatroniCluster.
@@ -203,7 +206,13 @@ fn services(f: &Factory, n: &Names) -> Vec<Child> {
     ]
 }
 
-fn statefulset(f: &Factory, pc: &PatroniCluster, n: &Names, config_hash: &str) -> Child {
+fn statefulset(
+    f: &Factory,
+    pc: &PatroniCluster,
+    n: &Names,
+    config_hash: &str,
+    replicas: i32,
+) -> Child {
     let s = &pc.spec;
     let (superuser, replication) = credential_secrets(pc);
     let selector = f.selector("postgres");
@@ -296,7 +305,7 @@ fn statefulset(f: &Factory, pc: &PatroniCluster, n: &Names, config_hash: &str) -
         ClaimRetention::Delete => "Delete",
     };
     let spec = json!({
-        "replicas": s.members,
+        "replicas": replicas,
         "serviceName": n.headless,
         "podManagementPolicy": "Parallel",
         // The operator rolls members itself: replicas first, then a switchover, then the old primary.
@@ -337,6 +346,7 @@ pub fn build(pc: &PatroniCluster, inputs: &Inputs) -> Vec<Child> {
         pc,
         &n,
         &factory::fnv(&local_config().to_string()),
+        inputs.replicas,
     ));
     out
 }

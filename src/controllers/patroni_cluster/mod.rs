@@ -351,8 +351,17 @@ pub async fn reconcile(pc: Arc<PatroniCluster>, ctx: Arc<Context>) -> Result<Act
         let restore_job = cache.get(ChildKind::Job, &ns, &names.restore).is_some();
         let want_restore = pc.spec.bootstrap.is_some() && !restored && (leader.is_some() || restore_job);
 
+        // Scaling down never removes the leader's pod: hold the StatefulSet until it moved.
+        let live_replicas = cache
+            .get(ChildKind::StatefulSet, &ns, &names.statefulset)
+            .and_then(|s| s.data.get("spec")?.get("replicas")?.as_i64())
+            .and_then(|n| i32::try_from(n).ok());
+        let hold = operate::leader_in_the_way(pc.spec.members, leader.as_deref()) && live_replicas.is_some_and(|r| r > pc.spec.members);
+        let replicas = if hold { live_replicas.unwrap_or(pc.spec.members) } else { pc.spec.members };
+
         let (superuser, replication) = (super::random_password()?, super::random_password()?);
-        let children = build::build(&pc, &build::Inputs { superuser_password: &superuser, replication_password: &replication, restore: want_restore });
+        let inputs = build::Inputs { superuser_password: &superuser, replication_password: &replication, restore: want_restore, replicas };
+        let children = build::build(&pc, &inputs);
         let mut applied = apply::apply(&ctx.client, cache, &ns, &children).await?;
         apply::prune(&ctx.client, cache, &ns, &pc.uid().unwrap_or_default(), &children, &mut applied).await?;
         if !applied.written.is_empty() || !applied.pruned.is_empty() {
@@ -370,6 +379,7 @@ pub async fn reconcile(pc: Arc<PatroniCluster>, ctx: Arc<Context>) -> Result<Act
         let leader_ip = leader.as_ref().and_then(|l| pods.iter().find(|m| m.pod.name_any() == *l)).map(|m| m.ip.clone());
         if let (Some(c), Some(ip)) = (&cluster, leader_ip) {
             match operate::configure(&ctx, &pc, &ip).await {
+                Ok(false) if hold => health = operate::make_room(&ctx, &pc, &pods, c).await?,
                 Ok(true) => {
                     // Members pick the change up (and flag pending restarts) on their next loop.
                     health = Health::progressing("Configuring", "Patroni's dynamic configuration was patched; members apply it on their next loop");

@@ -51,21 +51,70 @@ pub async fn configure(ctx: &Context, pc: &PatroniCluster, leader_ip: &str) -> R
     Ok(true)
 }
 
-/// The replica to hand the primary role to: up to date, streaming, a synchronous standby if
-/// there is one (Patroni refuses any other in synchronous mode), least behind.
-pub fn candidate<'a>(cluster: &'a Cluster, up_to_date: &[&str]) -> Option<&'a Member> {
+/// The replica to hand the primary role to: one of `allowed`, streaming, least behind — and
+/// in synchronous mode the synchronous standby (Patroni refuses any other).
+pub fn candidate<'a>(
+    cluster: &'a Cluster,
+    allowed: &[&str],
+    synchronous: bool,
+) -> Option<&'a Member> {
     cluster
         .members
         .iter()
         .filter(|m| m.is_replica() && m.state == "streaming")
-        .filter(|m| up_to_date.contains(&m.name.as_str()))
-        .min_by_key(|m| {
-            (
-                m.role != "sync_standby",
-                m.lag.unwrap_or(i64::MAX),
-                m.name.clone(),
-            )
-        })
+        .filter(|m| !synchronous || m.role == "sync_standby")
+        .filter(|m| allowed.contains(&m.name.as_str()))
+        .min_by_key(|m| (m.lag.unwrap_or(i64::MAX), m.name.clone()))
+}
+
+fn synchronous(pc: &PatroniCluster) -> bool {
+    pc.spec.patroni.synchronous_mode != crate::crd::patroni_cluster::SynchronousMode::Asynchronous
+}
+
+/// Whether a scale-down to `members` must wait: the StatefulSet removes the highest ordinals,
+/// and the leader must never be one of them.
+pub fn leader_in_the_way(members: i32, leader: Option<&str>) -> bool {
+    leader.is_some_and(|l| roll::ordinal(l) >= members)
+}
+
+/// Moves the leader onto a member a scale-down to `members` keeps.
+pub async fn make_room(
+    ctx: &Context,
+    pc: &PatroniCluster,
+    pods: &[MemberPod],
+    cluster: &Cluster,
+) -> Result<Health> {
+    let members = pc.spec.members;
+    let keep: Vec<String> = pods
+        .iter()
+        .map(|m| m.pod.name_any())
+        .filter(|n| roll::ordinal(n) < members)
+        .collect();
+    let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
+    let leader = cluster.leader();
+    let ip = leader
+        .and_then(|l| pods.iter().find(|m| m.pod.name_any() == l.name))
+        .map(|m| m.ip.clone());
+    let (Some(leader), Some(next), Some(ip)) =
+        (leader, candidate(cluster, &keep, synchronous(pc)), ip)
+    else {
+        return Ok(Health::progressing(
+            "Scaling",
+            format!(
+                "scaling down to {members} members waits for a streaming replica among the members kept"
+            ),
+        ));
+    };
+    patroni::switchover(&ip, PORT, &leader.name, &next.name)
+        .await
+        .map_err(store_err)?;
+    let note = format!(
+        "switched over from {} to {} before scaling down to {members} members",
+        leader.name, next.name
+    );
+    tracing::info!(%note, "scaling");
+    publish(ctx, pc, EventType::Normal, "Scaling", "Switchover", &note).await;
+    Ok(Health::progressing("Scaling", note))
 }
 
 /// Takes the next step of a rolling update while the cluster is healthy; returns the health
@@ -85,12 +134,14 @@ pub async fn roll_forward(
     // Asked of each member itself: the DCS copy of the flag lags a restart by a loop.
     let mut pending = Vec::new();
     for m in pods {
-        if patroni::member_state(&m.ip, PORT)
-            .await
-            .map_err(store_err)?
-            .pending_restart
-        {
-            pending.push(m.pod.name_any());
+        match patroni::member_state(&m.ip, PORT).await {
+            Ok(state) if state.pending_restart => pending.push(m.pod.name_any()),
+            Ok(_) => {}
+            // Going away or restarting: the next look decides.
+            Err(e) => {
+                tracing::debug!(error = %e, "member not answering; no rolling step now");
+                return Ok(health);
+            }
         }
     }
     let stale_template = |p: &Pod| {
@@ -139,8 +190,10 @@ pub async fn roll_forward(
                 .filter(|p| !p.outdated)
                 .map(|p| p.name.as_str())
                 .collect();
-            let (Some(leader), Some(next)) = (cluster.leader(), candidate(cluster, &up_to_date))
-            else {
+            let (Some(leader), Some(next)) = (
+                cluster.leader(),
+                candidate(cluster, &up_to_date, synchronous(pc)),
+            ) else {
                 return Ok(Health::progressing(
                     "RollingUpdate",
                     format!(
@@ -184,6 +237,13 @@ mod tests {
     }
 
     #[test]
+    fn a_scale_down_waits_while_the_leader_would_be_removed() {
+        assert!(leader_in_the_way(2, Some("db-2")));
+        assert!(!leader_in_the_way(2, Some("db-1")));
+        assert!(!leader_in_the_way(3, None));
+    }
+
+    #[test]
     fn the_candidate_is_the_closest_up_to_date_streaming_replica() {
         let c = Cluster {
             members: vec![
@@ -199,16 +259,24 @@ mod tests {
                 member("db-2", "sync_standby", "streaming", Some(100)),
             ],
         };
+        let both = ["db-1", "db-2"];
         assert_eq!(
-            candidate(&sync, &["db-1", "db-2"]).map(|m| m.name.as_str()),
+            candidate(&sync, &both, true).map(|m| m.name.as_str()),
             Some("db-2")
         );
+        assert!(
+            candidate(&sync, &["db-1"], true).is_none(),
+            "only the synchronous standby"
+        );
         let all = ["db-1", "db-2", "db-3"];
-        assert_eq!(candidate(&c, &all).map(|m| m.name.as_str()), Some("db-2"));
         assert_eq!(
-            candidate(&c, &["db-1"]).map(|m| m.name.as_str()),
+            candidate(&c, &all, false).map(|m| m.name.as_str()),
+            Some("db-2")
+        );
+        assert_eq!(
+            candidate(&c, &["db-1"], false).map(|m| m.name.as_str()),
             Some("db-1")
         );
-        assert!(candidate(&c, &["db-3"]).is_none(), "not streaming");
+        assert!(candidate(&c, &["db-3"], false).is_none(), "not streaming");
     }
 }
