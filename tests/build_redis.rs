@@ -74,15 +74,20 @@ fn no_password_ever_appears_outside_the_generated_secret() {
 }
 
 #[test]
-fn every_child_is_owned_and_labelled() {
+fn every_child_is_owned_and_labelled_and_backups_outlive_the_resource() {
     for c in built("redis-maximal") {
         let meta = &c.object["metadata"];
-        assert_eq!(
-            meta["ownerReferences"][0]["uid"], "6f1d2c3b-0000-4000-8000-000000000002",
-            "{:?} {}",
-            c.kind, c.name
-        );
-        assert_eq!(meta["ownerReferences"][0]["controller"], true);
+        if c.kind == ChildKind::PersistentVolumeClaim {
+            // Owned, it would be garbage-collected with the resource: backups must not be.
+            assert!(meta.get("ownerReferences").is_none(), "{}", c.name);
+        } else {
+            assert_eq!(
+                meta["ownerReferences"][0]["uid"], "6f1d2c3b-0000-4000-8000-000000000002",
+                "{:?} {}",
+                c.kind, c.name
+            );
+            assert_eq!(meta["ownerReferences"][0]["controller"], true);
+        }
         assert_eq!(
             meta["labels"]["app.kubernetes.io/managed-by"],
             "guestbook-operator"

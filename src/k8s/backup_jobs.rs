@@ -31,24 +31,33 @@ pub fn claim(f: &Factory, spec: &BackupSpec, name: &str) -> (String, Option<Chil
     (name.to_string(), Some(child))
 }
 
-/// A pod template running `script` in `image` with the claim at `/backup` and a scratch
-/// `/tmp`.
+/// A pod template running `script` in `image` with a scratch `/tmp` and, when given, a claim
+/// at `/backup`.
 pub struct ScriptPod<'a> {
     pub component: &'a str,
     pub image: &'a str,
     pub script: String,
     pub env: Vec<Value>,
-    pub claim: &'a str,
+    pub claim: Option<&'a str>,
     pub security: Value,
     pub read_only_claim: bool,
 }
 
 impl ScriptPod<'_> {
     pub fn template(&self, f: &Factory) -> Value {
-        let mut backup = json!({"name": "backup", "mountPath": "/backup"});
-        if self.read_only_claim {
-            // Only when true: the API server drops a false, and the apply would never settle.
-            backup["readOnly"] = json!(true);
+        let mut mounts = vec![json!({"name": "tmp", "mountPath": "/tmp"})];
+        let mut volumes = vec![json!({"name": "tmp", "emptyDir": {}})];
+        if let Some(claim) = self.claim {
+            let mut backup = json!({"name": "backup", "mountPath": "/backup"});
+            if self.read_only_claim {
+                // Only when true: the API server drops a false, and the apply would never settle.
+                backup["readOnly"] = json!(true);
+            }
+            mounts.insert(0, backup);
+            volumes.insert(
+                0,
+                json!({"name": "backup", "persistentVolumeClaim": {"claimName": claim}}),
+            );
         }
         json!({
             "metadata": {"labels": f.labels(self.component)},
@@ -64,15 +73,9 @@ impl ScriptPod<'_> {
                     "env": self.env,
                     "terminationMessagePolicy": "FallbackToLogsOnError",
                     "securityContext": restricted_container(),
-                    "volumeMounts": [
-                        backup,
-                        {"name": "tmp", "mountPath": "/tmp"},
-                    ],
+                    "volumeMounts": mounts,
                 }],
-                "volumes": [
-                    {"name": "backup", "persistentVolumeClaim": {"claimName": self.claim}},
-                    {"name": "tmp", "emptyDir": {}},
-                ],
+                "volumes": volumes,
             },
         })
     }

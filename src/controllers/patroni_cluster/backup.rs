@@ -30,7 +30,7 @@ pub fn scheduled(f: &Factory, pc: &PatroniCluster, n: &Names) -> Vec<Child> {
         image: &pc.spec.image,
         script: scripts::backup(pc),
         env,
-        claim: &claim,
+        claim: Some(&claim),
         security: restricted_pod(PG_UID, PG_GID),
         read_only_claim: false,
     };
@@ -50,7 +50,7 @@ pub fn scheduled(f: &Factory, pc: &PatroniCluster, n: &Names) -> Vec<Child> {
             image: &pc.spec.image,
             script: scripts::restore_check(pc),
             env: Vec::new(),
-            claim: &claim,
+            claim: Some(&claim),
             security: restricted_pod(PG_UID, PG_GID),
             read_only_claim: true,
         };
@@ -75,7 +75,7 @@ pub fn restore(f: &Factory, pc: &PatroniCluster, n: &Names) -> Option<Child> {
         image: &pc.spec.image,
         script: scripts::restore(pc),
         env,
-        claim: &from.claim_name,
+        claim: Some(&from.claim_name),
         security: restricted_pod(PG_UID, PG_GID),
         read_only_claim: true,
     };

@@ -376,7 +376,7 @@ fn backup(c: &Ctx) -> Vec<Child> {
         image: &c.rs.spec.redis.image,
         script: conf::backup_script(c.rs),
         env,
-        claim: &claim,
+        claim: Some(&claim),
         security: restricted_pod(),
         read_only_claim: false,
     };
