@@ -19,6 +19,8 @@ fn built(fixture: &str) -> Vec<Child> {
             replication_password: REPL,
             restore: true,
             replicas: pc.spec.members,
+            user_passwords: &["user-pw-0".to_string(), "user-pw-1".to_string()],
+            roles: Some("f1ngerpr"),
         },
     )
 }

@@ -94,6 +94,7 @@ fn patroni_reports_the_first_missing_reference() {
         ],
         storage_class: Some(("fast-ssd".into(), false)),
         bootstrap_claim: Some(("old-backups".into(), false)),
+        ..Default::default()
     };
     let v = patroni_cluster::validate(&pc, &world);
     assert_eq!(reason(&v.health), "SecretNotFound");

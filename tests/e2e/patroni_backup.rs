@@ -1,7 +1,8 @@
 //! PatroniCluster backups, end to end with real PostgreSQL: `pg_dump -Fc` of every database
 //! from a replica onto the backup claim, the restore check proving the newest backup restores
 //! (and failing loudly for a corrupted one), and a new cluster bootstrapped from the backup
-//! holding the same rows.
+//! holding the same rows, owned by the same application role — roles and databases the
+//! operator created from the spec.
 
 use crate::patroni_cluster::superuser_password;
 use crate::real::{claim_dir, psql, runner_state};
@@ -17,8 +18,44 @@ const NEVER: &str = "0 0 1 1 *";
 
 fn spec(name: &str, extra: &str) -> String {
     format!(
-        "apiVersion: guestbook-operator.dev/v1alpha1\nkind: PatroniCluster\nmetadata: {{name: {name}}}\nspec:\n  members: 2\n  storage: {{size: 200Mi}}\n  patroni: {{ttl: 20, loopWait: 2, retryTimeout: 5}}\n{extra}"
+        "apiVersion: guestbook-operator.dev/v1alpha1\nkind: PatroniCluster\nmetadata: {{name: {name}}}\nspec:\n  members: 2\n  storage: {{size: 200Mi}}\n  patroni: {{ttl: 20, loopWait: 2, retryTimeout: 5}}\n  users: [{{name: shop}}]\n  databases: [{{name: shop, owner: shop}}]\n{extra}"
     )
+}
+
+/// Runs `sql` in database `shop` as role `shop`, with the password from the cluster's
+/// generated user Secret.
+async fn as_shop(c: &Client, ns: &str, cluster: &str, ip: std::net::Ipv4Addr, sql: &str) -> String {
+    let secret = Api::<k8s_openapi::api::core::v1::Secret>::namespaced(c.clone(), ns)
+        .get(&format!("{cluster}-user-shop"))
+        .await
+        .expect("the generated user Secret");
+    let data = secret.data.expect("data");
+    assert_eq!(data["username"].0, b"shop");
+    let pw = String::from_utf8(data["password"].0.clone()).expect("utf-8");
+    let out = tokio::process::Command::new("psql")
+        .args([
+            "-h",
+            &ip.to_string(),
+            "-U",
+            "shop",
+            "-d",
+            "shop",
+            "-v",
+            "ON_ERROR_STOP=1",
+            "-tAc",
+            sql,
+        ])
+        .env("PGPASSWORD", pw)
+        .env("PGCONNECT_TIMEOUT", "3")
+        .output()
+        .await
+        .expect("psql");
+    assert!(
+        out.status.success(),
+        "as shop: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).trim().to_string()
 }
 
 async fn status(c: &Client, ns: &str, name: &str) -> Option<PatroniClusterStatus> {
@@ -78,35 +115,15 @@ async fn backups_restore_into_a_new_cluster_and_the_restore_check_catches_a_corr
     psql(primary, &pw, "CREATE TABLE votes (id int PRIMARY KEY, choice text); INSERT INTO votes SELECT g, CASE WHEN g % 3 = 0 THEN 'cats' ELSE 'dogs' END FROM generate_series(1, 500) g")
         .await
         .expect("write rows");
-    psql(primary, &pw, "CREATE DATABASE shop")
-        .await
-        .expect("create database");
-    let shop = |sql: &'static str| {
-        let pw = pw.clone();
-        async move {
-            let out = tokio::process::Command::new("psql")
-                .args([
-                    "-h",
-                    &primary.to_string(),
-                    "-U",
-                    "postgres",
-                    "-d",
-                    "shop",
-                    "-tAc",
-                    sql,
-                ])
-                .env("PGPASSWORD", pw)
-                .output()
-                .await
-                .expect("psql");
-            assert!(
-                out.status.success(),
-                "{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    };
-    shop("CREATE TABLE orders (n int); INSERT INTO orders SELECT generate_series(1, 42)").await;
+    // The operator created role and database `shop`; the role owns what it creates.
+    as_shop(
+        &c,
+        ns,
+        "db",
+        primary,
+        "CREATE TABLE orders (n int); INSERT INTO orders SELECT generate_series(1, 42)",
+    )
+    .await;
     // The replica must have the rows before a backup taken from it can.
     tokio::time::sleep(Duration::from_secs(2)).await;
 
@@ -163,22 +180,11 @@ async fn backups_restore_into_a_new_cluster_and_the_restore_check_catches_a_corr
         psql(primary, &pw, sum).await,
         "votes differ after restore"
     );
-    let orders = tokio::process::Command::new("psql")
-        .args([
-            "-h",
-            &copy.to_string(),
-            "-U",
-            "postgres",
-            "-d",
-            "shop",
-            "-tAc",
-            "SELECT count(*) FROM orders",
-        ])
-        .env("PGPASSWORD", &copy_pw)
-        .output()
-        .await
-        .expect("psql");
-    assert_eq!(String::from_utf8_lossy(&orders.stdout).trim(), "42");
+    // Same rows in `shop`, readable by the copy's own `shop` role (a password of its own).
+    assert_eq!(
+        as_shop(&c, ns, "copy", copy, "SELECT count(*) FROM orders").await,
+        "42"
+    );
 
     // A corrupted backup: the restore check fails and says which file.
     let dump = dir.join("postgres.dump");

@@ -1,6 +1,6 @@
 //! Pure: a PatroniCluster in, every object it needs out.
 
-use super::{backup, config};
+use super::{backup, config, roles};
 use crate::crd::PatroniCluster;
 use crate::crd::common::ClaimRetention;
 use crate::k8s::children::{Child, ChildKind};
@@ -33,6 +33,10 @@ pub struct Inputs<'a> {
     /// StatefulSet replicas: `spec.members`, or more while a scale-down waits for the leader
     /// to move off a member it would remove.
     pub replicas: i32,
+    /// Passwords for the generated Secrets of `spec.users` (by index; used only at creation).
+    pub user_passwords: &'a [String],
+    /// Fingerprint of the roles Job to include (once the cluster has a primary).
+    pub roles: Option<&'a str>,
 }
 
 /// Names of the objects of one PatroniCluster.
@@ -49,6 +53,8 @@ pub struct Names {
     pub backup: String,
     pub restore_check: String,
     pub restore: String,
+    /// Prefix of the roles Job (a fingerprint follows).
+    pub roles: String,
 }
 
 impl Names {
@@ -65,6 +71,7 @@ impl Names {
             backup: format!("{name}-backup"),
             restore_check: format!("{name}-restore-check"),
             restore: format!("{name}-restore"),
+            roles: format!("{name}-roles"),
         }
     }
 }
@@ -329,6 +336,7 @@ pub fn build(pc: &PatroniCluster, inputs: &Inputs) -> Vec<Child> {
     let config = patroni_yaml(pc);
     let mut out = rbac(&f, &n);
     out.extend(secrets(&f, pc, &n, inputs));
+    out.extend(roles::secrets(&f, pc, inputs.user_passwords));
     out.push(f.child(
         ChildKind::ConfigMap,
         &n.config,
@@ -337,6 +345,9 @@ pub fn build(pc: &PatroniCluster, inputs: &Inputs) -> Vec<Child> {
     out.extend(services(&f, &n));
     out.push(factory::disruption_budget(&f, &n.statefulset, "postgres"));
     out.extend(backup::scheduled(&f, pc, &n));
+    if let Some(fingerprint) = inputs.roles {
+        out.extend(roles::job(&f, pc, &n, fingerprint));
+    }
     if inputs.restore {
         out.extend(backup::restore(&f, pc, &n));
     }

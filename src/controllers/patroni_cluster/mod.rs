@@ -5,6 +5,7 @@ pub mod backup;
 pub mod build;
 pub mod config;
 pub mod operate;
+pub mod roles;
 pub mod scripts;
 
 use super::{
@@ -45,6 +46,8 @@ pub struct World {
     pub secrets: Vec<(String, String, SecretRef)>,
     pub storage_class: Option<(String, bool)>,
     pub bootstrap_claim: Option<(String, bool)>,
+    /// resourceVersion of each user's Secret named in the spec ("" for generated ones).
+    pub user_secret_versions: Vec<String>,
 }
 
 /// Secrets the spec names explicitly, with the field that names them.
@@ -71,6 +74,17 @@ pub async fn dereference(pc: &PatroniCluster, ctx: &Context) -> Result<World> {
     for (field, name) in referenced_secrets(pc) {
         let found = check_secret(ctx, &ns, &name, Some("password")).await?;
         world.secrets.push((field, name, found));
+    }
+    let secrets = ctx.namespaced::<Secret>(&ns);
+    for u in &pc.spec.users {
+        let version = match &u.secret_name {
+            Some(s) => secrets
+                .get_metadata_opt(s)
+                .await?
+                .and_then(|m| m.metadata.resource_version),
+            None => None,
+        };
+        world.user_secret_versions.push(version.unwrap_or_default());
     }
     if let Some(class) = &pc.spec.storage.storage_class_name {
         let api: Api<StorageClass> = Api::all(ctx.client.clone());
@@ -125,25 +139,6 @@ pub fn validate(pc: &PatroniCluster, world: &World) -> Verdict {
             status: true,
             reason: "StockAppCredentials".into(),
             message: "spec.auth.stockAppCredentials is true: the superuser is postgres/postgres, as the stock voting app requires; only the app's own pods may reach the database".into(),
-        });
-    }
-    // Say so rather than report Ready while ignoring part of the spec.
-    let pending: Vec<&str> = [
-        (!pc.spec.users.is_empty(), "spec.users"),
-        (!pc.spec.databases.is_empty(), "spec.databases"),
-    ]
-    .into_iter()
-    .filter_map(|(set, field)| set.then_some(field))
-    .collect();
-    if !pending.is_empty() {
-        verdict = verdict.with(Extra {
-            type_: "FeaturesPending",
-            status: true,
-            reason: "NotYetImplemented".into(),
-            message: format!(
-                "{} accepted but not acted on by this operator version",
-                pending.join(", ")
-            ),
         });
     }
     verdict
@@ -211,17 +206,26 @@ fn newest_result(ctx: &Context, pc: &PatroniCluster, component: &str) -> Option<
     job_results::newest(&pods.iter().map(AsRef::as_ref).collect::<Vec<_>>())
 }
 
-/// Whether a Job gave up (its `Failed` condition).
-fn job_failed(cache: &ChildCache, ns: &str, name: &str) -> bool {
+/// Whether a Job has condition `type` True (`Complete`, `Failed`).
+fn job_condition(cache: &ChildCache, ns: &str, name: &str, type_: &str) -> bool {
     cache
         .get(ChildKind::Job, ns, name)
         .and_then(|j| j.data.get("status")?.get("conditions")?.as_array().cloned())
         .is_some_and(|c| {
             c.iter().any(|c| {
-                c.get("type").and_then(|t| t.as_str()) == Some("Failed")
+                c.get("type").and_then(|t| t.as_str()) == Some(type_)
                     && c.get("status").and_then(|t| t.as_str()) == Some("True")
             })
         })
+}
+
+/// Whether a Job gave up.
+fn job_failed(cache: &ChildCache, ns: &str, name: &str) -> bool {
+    job_condition(cache, ns, name, "Failed")
+}
+
+fn job_succeeded(cache: &ChildCache, ns: &str, name: &str) -> bool {
+    job_condition(cache, ns, name, "Complete")
 }
 
 /// Health while `spec.bootstrap` has not been restored yet; `None` once it has (or without one).
@@ -258,6 +262,38 @@ fn restore_health(
             "waiting for a primary to restore spec.bootstrap.fromBackup into".to_string()
         },
     ))
+}
+
+/// Health while the roles Job has not completed; `None` once it has.
+fn roles_health(
+    ctx: &Context,
+    pc: &PatroniCluster,
+    cache: &ChildCache,
+    job: &str,
+    health: &Health,
+) -> Option<Health> {
+    let ns = pc.namespace().unwrap_or_default();
+    if job_succeeded(cache, &ns, job) {
+        return None;
+    }
+    if job_failed(cache, &ns, job) {
+        let why = newest_result(ctx, pc, "roles")
+            .and_then(|r| r.message)
+            .unwrap_or_else(|| "no message".into());
+        return Some(Health::stalled(
+            "RolesFailed",
+            format!(
+                "spec.users/spec.databases: Job {job} failed: {why}; fix the cause, then delete the Job to retry"
+            ),
+        ));
+    }
+    // Only a cluster that is otherwise ready waits on its roles.
+    matches!(health, Health::Ready { .. }).then(|| {
+        Health::progressing(
+            "CreatingRoles",
+            format!("Job {job} creates the roles and databases of the spec"),
+        )
+    })
 }
 
 /// Pods whose Ready condition is True.
@@ -359,8 +395,22 @@ pub async fn reconcile(pc: Arc<PatroniCluster>, ctx: Arc<Context>) -> Result<Act
         let hold = operate::leader_in_the_way(pc.spec.members, leader.as_deref()) && live_replicas.is_some_and(|r| r > pc.spec.members);
         let replicas = if hold { live_replicas.unwrap_or(pc.spec.members) } else { pc.spec.members };
 
+        // Roles and databases are created through the primary, again whenever they change.
+        let fingerprint = roles::fingerprint(&pc, &world.user_secret_versions);
+        let roles_job = roles::job_name(&names, &fingerprint);
+        let has_roles = !pc.spec.users.is_empty() || !pc.spec.databases.is_empty();
+        let want_roles = has_roles && (leader.is_some() || cache.get(ChildKind::Job, &ns, &roles_job).is_some());
+
         let (superuser, replication) = (super::random_password()?, super::random_password()?);
-        let inputs = build::Inputs { superuser_password: &superuser, replication_password: &replication, restore: want_restore, replicas };
+        let user_passwords = pc.spec.users.iter().map(|_| super::random_password()).collect::<Result<Vec<_>>>()?;
+        let inputs = build::Inputs {
+            superuser_password: &superuser,
+            replication_password: &replication,
+            restore: want_restore,
+            replicas,
+            user_passwords: &user_passwords,
+            roles: want_roles.then_some(fingerprint.as_str()),
+        };
         let children = build::build(&pc, &inputs);
         let mut applied = apply::apply(&ctx.client, cache, &ns, &children).await?;
         apply::prune(&ctx.client, cache, &ns, &pc.uid().unwrap_or_default(), &children, &mut applied).await?;
@@ -399,6 +449,9 @@ pub async fn reconcile(pc: Arc<PatroniCluster>, ctx: Arc<Context>) -> Result<Act
         }
         let restore_failed = restore.as_ref().filter(|r| r.succeeded == Some(false) && job_failed(cache, &ns, &names.restore));
         if let Some(h) = restore_health(&pc, restored, restore_failed, leader.is_some()) {
+            health = h;
+        }
+        if has_roles && let Some(h) = roles_health(&ctx, &pc, cache, &roles_job, &health) {
             health = h;
         }
         let mut extras = verdict.extras;

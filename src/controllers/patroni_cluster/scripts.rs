@@ -116,21 +116,59 @@ echo "restore check passed: $report"
     )
 }
 
-/// Restores `$SOURCE` into a new cluster through its primary.
-pub fn restore(pc: &PatroniCluster) -> String {
-    format!(
-        r#"{prelude}{restore}PGHOST=""
+/// Finds the member that is not in recovery and exports it as `PGHOST`.
+const FIND_PRIMARY: &str = r#"PGHOST=""
 for h in $HOSTS; do
   r=$("$BIN/psql" -h "$h" -XAtc "SELECT pg_is_in_recovery()" 2>/dev/null) || continue
-  [ "$r" != f ] || {{ PGHOST="$h"; break; }}
+  [ "$r" != f ] || { PGHOST="$h"; break; }
 done
 [ -n "$PGHOST" ] || fail "no primary answered (tried $HOSTS)"
 export PGHOST
-restore
+"#;
+
+/// Restores `$SOURCE` into a new cluster through its primary.
+pub fn restore(pc: &PatroniCluster) -> String {
+    format!(
+        r#"{prelude}{restore}{FIND_PRIMARY}restore
 printf '%s' "$report" > /dev/termination-log
 echo "restored: $report"
 "#,
         prelude = prelude(pc),
         restore = restore_function(),
+    )
+}
+
+/// Creates or updates the spec's roles (passwords from `$PW_<i>`) and databases through the
+/// primary. Idempotent: it runs again after every change of the spec or of a user's Secret.
+pub fn roles(pc: &PatroniCluster) -> String {
+    let mut sql = String::new();
+    let mut vars = String::new();
+    // Names are SQL identifiers by the schema's rules (lower case, digits, underscore), so they
+    // need no quoting; passwords go through psql variables, never through the shell or SQL text.
+    for (i, u) in pc.spec.users.iter().enumerate() {
+        let name = &u.name;
+        let createdb = if u.create_db {
+            "CREATEDB"
+        } else {
+            "NOCREATEDB"
+        };
+        sql += &format!(
+            "SELECT 'CREATE ROLE {name} LOGIN' WHERE NOT EXISTS (SELECT FROM pg_roles WHERE rolname = '{name}')\\gexec\nALTER ROLE {name} WITH LOGIN {createdb} PASSWORD :'pw_{i}';\n"
+        );
+        vars += &format!(" -v pw_{i}=\"$PW_{i}\"");
+    }
+    for d in &pc.spec.databases {
+        let (name, owner) = (&d.name, d.owner.as_deref().unwrap_or("postgres"));
+        sql += &format!(
+            "SELECT 'CREATE DATABASE {name} OWNER {owner}' WHERE NOT EXISTS (SELECT FROM pg_database WHERE datname = '{name}')\\gexec\nALTER DATABASE {name} OWNER TO {owner};\n"
+        );
+    }
+    format!(
+        r#"{prelude}{FIND_PRIMARY}"$BIN/psql" -X -q -v ON_ERROR_STOP=1{vars} -f - >/tmp/roles.log 2>&1 <<'SQL' || fail "creating roles and databases on $PGHOST failed: $(tail -n 1 /tmp/roles.log)"
+{sql}SQL
+printf '{{"file":"roles","source":"%s"}}' "${{PGHOST%%.*}}" > /dev/termination-log
+echo "roles and databases in place on $PGHOST"
+"#,
+        prelude = prelude(pc),
     )
 }
