@@ -225,7 +225,7 @@ pub struct PostgresUser {
     #[x_kube(validation = Rule::new("self.matches('^[a-z_][a-z0-9_]*$') && !(self in ['postgres', 'standby', 'replicator'])").message("must be a lower-case SQL identifier (letters, digits, underscore) and not a built-in role"))]
     pub name: String,
     /// Secret (keys `username`, `password`) holding the role's password; generated in
-    /// `<cluster>-user-<name>` when omitted.
+    /// `<cluster>-user-<name>` (underscores as dashes) when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(min = 1, max = 253))]
     pub secret_name: Option<String>,

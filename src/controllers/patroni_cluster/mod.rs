@@ -1,5 +1,7 @@
-//! The PatroniCluster controller. Today: dereference Secrets, claims and the StorageClass,
-//! validate, report status.
+//! The PatroniCluster controller: dereference the Secrets, claims and StorageClass the spec
+//! names, validate, observe Patroni (`GET /cluster` by pod address), build and apply the
+//! children (the restore and roles Jobs once there is a primary), then act through Patroni's
+//! REST API — configuration, rolling updates, scale-down handovers — and report status.
 
 pub mod backup;
 pub mod build;
