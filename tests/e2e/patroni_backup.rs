@@ -162,7 +162,11 @@ async fn backups_restore_into_a_new_cluster_and_the_restore_check_catches_a_corr
 
     // A new cluster bootstrapped from that backup holds the same rows.
     let from = format!("  bootstrap: {{fromBackup: {{claimName: db-backup, file: {set}}}}}\n");
-    apply_yaml(&c, ns, &spec("copy", &from))
+    let copy_spec = spec("copy", &from).replace(
+        "storage: {size: 200Mi}",
+        "storage: {size: 200Mi, whenDeleted: Delete}",
+    );
+    apply_yaml(&c, ns, &copy_spec)
         .await
         .expect("apply the copy");
     let copy = ready_leader(&c, ns, "copy").await;
@@ -218,6 +222,58 @@ async fn backups_restore_into_a_new_cluster_and_the_restore_check_catches_a_corr
         },
     )
     .await;
+    // The copy asked for its data to go with it. A new `copy` then starts afresh instead of
+    // waiting for the old cluster's leader in the DCS Patroni left behind.
+    Api::<PatroniCluster>::namespaced(c.clone(), ns)
+        .delete("copy", &Default::default())
+        .await
+        .expect("delete the copy");
+    wait_for(
+        "the copy's claims to be deleted",
+        Duration::from_secs(120),
+        || async {
+            let claims =
+                Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(c.clone(), ns)
+                    .list(&Default::default())
+                    .await
+                    .ok()?
+                    .items
+                    .into_iter()
+                    .filter_map(|p| p.metadata.name)
+                    .filter(|n| n.starts_with("data-copy-"))
+                    .count();
+            (claims == 0).then_some(())
+        },
+    )
+    .await;
+    let fresh = spec("copy", "").replace(
+        "storage: {size: 200Mi}",
+        "storage: {size: 200Mi, whenDeleted: Delete}",
+    );
+    apply_yaml(&c, ns, &fresh)
+        .await
+        .expect("re-create the copy");
+    let again = ready_leader(&c, ns, "copy").await;
+    let pw_again = superuser_password(&c, ns, "copy").await;
+    assert_eq!(
+        psql(
+            again,
+            &pw_again,
+            "SELECT count(*) FROM pg_tables WHERE tablename = 'votes'"
+        )
+        .await
+        .as_deref(),
+        Ok("0"),
+        "the re-created cluster is new, not the old data"
+    );
+    assert!(
+        Api::<k8s_openapi::api::core::v1::PersistentVolumeClaim>::namespaced(c.clone(), ns)
+            .get_opt("db-backup")
+            .await
+            .expect("get")
+            .is_some(),
+        "the backup claim must stay"
+    );
     assert_eq!(
         op.metric("guestbook_operator_reconcile_errors_total", "")
             .await,

@@ -403,6 +403,10 @@ pub async fn reconcile(pc: Arc<PatroniCluster>, ctx: Arc<Context>) -> Result<Act
         let has_roles = !pc.spec.users.is_empty() || !pc.spec.databases.is_empty();
         let want_roles = has_roles && (leader.is_some() || cache.get(ChildKind::Job, &ns, &roles_job).is_some());
 
+        if let Some(waiting) = operate::clear_stale_dcs(&ctx, &pc).await? {
+            let verdict = Verdict { health: Health::progressing("WaitingForOldMembers", waiting), extras: verdict.extras, requeue: Some(CONVERGING) };
+            return finish(&ctx, pc.as_ref(), verdict, |_| {}).await;
+        }
         let (superuser, replication) = (super::random_password()?, super::random_password()?);
         let user_passwords = pc.spec.users.iter().map(|_| super::random_password()).collect::<Result<Vec<_>>>()?;
         let inputs = build::Inputs {

@@ -71,6 +71,83 @@ fn synchronous(pc: &PatroniCluster) -> bool {
     pc.spec.patroni.synchronous_mode != crate::crd::patroni_cluster::SynchronousMode::Asynchronous
 }
 
+/// Before a cluster's StatefulSet first exists: Patroni's DCS ConfigMaps left by an earlier
+/// cluster of the same name whose data claims are gone (`whenDeleted: Delete`, or deleted by
+/// hand) are deleted — otherwise the new members find an initialised DCS and wait forever for a
+/// leader whose data no longer exists. With the claims still there they are kept, and the new
+/// resource resumes the old cluster. `Some(reason)` while members of the earlier cluster are
+/// still stopping: nothing must be created before they are gone.
+pub async fn clear_stale_dcs(ctx: &Context, pc: &PatroniCluster) -> Result<Option<String>> {
+    use k8s_openapi::api::apps::v1::StatefulSet;
+    use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim};
+    use kube::api::{DeleteParams, ListParams};
+    let (Some(ns), Some(uid)) = (pc.namespace(), pc.uid()) else {
+        return Ok(None);
+    };
+    let name = pc.name_any();
+    let sts = build::Names::of(&name).statefulset;
+    if ctx
+        .namespaced::<StatefulSet>(&ns)
+        .get_metadata_opt(&sts)
+        .await?
+        .is_some()
+    {
+        return Ok(None);
+    }
+    let selector = crate::k8s::labels::selector(build::APP, &name, "postgres")
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",");
+    let lp = ListParams::default().labels(&selector);
+    let claims = ctx
+        .namespaced::<PersistentVolumeClaim>(&ns)
+        .list_metadata(&lp)
+        .await?;
+    if !claims.items.is_empty() {
+        return Ok(None);
+    }
+    if !ctx
+        .namespaced::<Pod>(&ns)
+        .list_metadata(&lp)
+        .await?
+        .items
+        .is_empty()
+    {
+        return Ok(Some(format!(
+            "members of an earlier cluster named {name} are still stopping; waiting before creating new ones"
+        )));
+    }
+    let api = ctx.namespaced::<ConfigMap>(&ns);
+    for cm in api.list_metadata(&lp).await?.items {
+        let ours = cm
+            .metadata
+            .owner_references
+            .iter()
+            .flatten()
+            .any(|r| r.uid == uid);
+        if ours {
+            continue;
+        }
+        let cm_name = cm.name_any();
+        api.delete(&cm_name, &DeleteParams::default()).await?;
+        let note = format!(
+            "deleted Patroni's ConfigMap {cm_name}, left by an earlier cluster whose data claims are gone"
+        );
+        tracing::info!(%note, "stale DCS");
+        publish(
+            ctx,
+            pc,
+            EventType::Normal,
+            "StaleDCSRemoved",
+            "Delete",
+            &note,
+        )
+        .await;
+    }
+    Ok(None)
+}
+
 /// Whether a scale-down to `members` must wait: the StatefulSet removes the highest ordinals,
 /// and the leader must never be one of them.
 pub fn leader_in_the_way(members: i32, leader: Option<&str>) -> bool {
