@@ -6,6 +6,7 @@
 pub mod backup;
 pub mod build;
 pub mod config;
+pub mod jobs;
 pub mod operate;
 pub mod roles;
 pub mod scripts;
@@ -17,7 +18,6 @@ use super::{
 use super::{job_results, roll};
 use crate::context::{Context, scoped_api};
 use crate::crd::PatroniCluster;
-use crate::crd::common::BackupStatus;
 use crate::crd::patroni_cluster::PatroniMemberStatus;
 use crate::error::Result;
 use crate::k8s::apply::{self, ChildCache};
@@ -25,6 +25,7 @@ use crate::k8s::children::ChildKind;
 use crate::k8s::conditions::{Extra, Health};
 use crate::k8s::labels;
 use crate::stores::patroni::{self, Cluster};
+use jobs::{job_failed, job_pods, newest_result, restore_health, roles_health};
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -184,118 +185,6 @@ fn member_pods(ctx: &Context, pc: &PatroniCluster) -> Vec<MemberPod> {
         .collect();
     out.sort_by_key(|m| roll::ordinal(&m.pod.name_any()));
     out
-}
-
-/// Pods of one of the cluster's Jobs (`backup`, `restore-check`, `restore`).
-fn job_pods(ctx: &Context, pc: &PatroniCluster, component: &str) -> Vec<Arc<Pod>> {
-    let (ns, name) = (pc.namespace(), pc.name_any());
-    ctx.caches
-        .patroni_pods
-        .state()
-        .into_iter()
-        .filter(|p| p.metadata.namespace == ns)
-        .filter(|p| {
-            let l = p.labels();
-            l.get(labels::INSTANCE) == Some(&name)
-                && l.get(labels::COMPONENT).map(String::as_str) == Some(component)
-        })
-        .collect()
-}
-
-/// The newest finished attempt of one of the cluster's Jobs.
-fn newest_result(ctx: &Context, pc: &PatroniCluster, component: &str) -> Option<BackupStatus> {
-    let pods = job_pods(ctx, pc, component);
-    job_results::newest(&pods.iter().map(AsRef::as_ref).collect::<Vec<_>>())
-}
-
-/// Whether a Job has condition `type` True (`Complete`, `Failed`).
-fn job_condition(cache: &ChildCache, ns: &str, name: &str, type_: &str) -> bool {
-    cache
-        .get(ChildKind::Job, ns, name)
-        .and_then(|j| j.data.get("status")?.get("conditions")?.as_array().cloned())
-        .is_some_and(|c| {
-            c.iter().any(|c| {
-                c.get("type").and_then(|t| t.as_str()) == Some(type_)
-                    && c.get("status").and_then(|t| t.as_str()) == Some("True")
-            })
-        })
-}
-
-/// Whether a Job gave up.
-fn job_failed(cache: &ChildCache, ns: &str, name: &str) -> bool {
-    job_condition(cache, ns, name, "Failed")
-}
-
-fn job_succeeded(cache: &ChildCache, ns: &str, name: &str) -> bool {
-    job_condition(cache, ns, name, "Complete")
-}
-
-/// Health while `spec.bootstrap` has not been restored yet; `None` once it has (or without one).
-fn restore_health(
-    pc: &PatroniCluster,
-    done: bool,
-    failed: Option<&BackupStatus>,
-    leader: bool,
-) -> Option<Health> {
-    let from = &pc.spec.bootstrap.as_ref()?.from_backup;
-    if done {
-        return None;
-    }
-    let names = build::Names::of(&pc.name_any());
-    if let Some(f) = failed {
-        return Some(Health::stalled(
-            "RestoreFailed",
-            format!(
-                "spec.bootstrap.fromBackup: restore Job {} failed: {}; fix the cause, then delete the Job to retry",
-                names.restore,
-                f.message.as_deref().unwrap_or("no message")
-            ),
-        ));
-    }
-    Some(Health::progressing(
-        "Restoring",
-        if leader {
-            format!(
-                "restoring {} from claim {} into the primary",
-                from.file.as_deref().unwrap_or("the newest backup"),
-                from.claim_name
-            )
-        } else {
-            "waiting for a primary to restore spec.bootstrap.fromBackup into".to_string()
-        },
-    ))
-}
-
-/// Health while the roles Job has not completed; `None` once it has.
-fn roles_health(
-    ctx: &Context,
-    pc: &PatroniCluster,
-    cache: &ChildCache,
-    job: &str,
-    health: &Health,
-) -> Option<Health> {
-    let ns = pc.namespace().unwrap_or_default();
-    if job_succeeded(cache, &ns, job) {
-        return None;
-    }
-    if job_failed(cache, &ns, job) {
-        let why = newest_result(ctx, pc, "roles")
-            .and_then(|r| r.message)
-            .unwrap_or_else(|| "no message".into());
-        return Some(Health::stalled(
-            "RolesFailed",
-            format!(
-                "spec.users/spec.databases: Job {job} failed: {why}; fix the cause, then delete the Job to retry"
-            ),
-        ));
-    }
-    // Only a cluster that is otherwise ready waits on its roles.
-    matches!(health, Health::Ready { .. }).then(|| {
-        Health::progressing(
-            "CreatingRoles",
-            format!("Job {job} creates the roles and databases of the spec"),
-        )
-    })
 }
 
 /// Pods whose Ready condition is True.
