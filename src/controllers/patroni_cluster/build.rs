@@ -99,6 +99,9 @@ fn local_config() -> Value {
     json!({
         "postgresql": {
             "use_unix_socket": true,
+            // A new replica clones at once instead of waiting for the primary's next spread
+            // checkpoint (minutes on an idle primary).
+            "basebackup": [{"checkpoint": "fast"}],
             "parameters": {"unix_socket_directories": "/var/run/postgresql"},
             "pg_hba": [
                 "local all all trust",
