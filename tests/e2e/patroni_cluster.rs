@@ -2,8 +2,8 @@
 //! API server as Patroni's DCS: a labelled leader behind the primary Service, streaming
 //! replicas, a failover within Patroni's ttl when the leader's machine dies with no committed
 //! row lost (strict synchronous mode, under write load), the old leader back as a replica, a
-//! scale-down that moves the leader off the member it removes, a scale-up, and deletion that
-//! removes the children and keeps the claims.
+//! switch to asynchronous mode in place, a scale-down that moves the leader off the member it
+//! removes, a scale-up, and deletion that removes the children and keeps the claims.
 
 use crate::patroni_roll::{members, watch_replacement};
 use crate::real::{endpoints, ip, name, pods, psql, runner_state};
@@ -20,10 +20,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::{Duration, Instant};
 
 pub const SPEC: &str = "apiVersion: guestbook-operator.dev/v1alpha1\nkind: PatroniCluster\nmetadata: {name: db}\nspec:\n  members: 3\n  storage: {size: 200Mi}\n  patroni: {ttl: 20, loopWait: 2, retryTimeout: 5}\n";
-/// Strict synchronous replication: a commit returns only once a standby has it.
-fn strict(members: i32) -> String {
+/// `members` members in replication mode `mode` (`Strict`: a commit returns only once a
+/// standby has it).
+fn cluster(members: i32, mode: &str) -> String {
     format!(
-        "apiVersion: guestbook-operator.dev/v1alpha1\nkind: PatroniCluster\nmetadata: {{name: db}}\nspec:\n  members: {members}\n  storage: {{size: 200Mi}}\n  patroni: {{ttl: 20, loopWait: 2, retryTimeout: 5, synchronousMode: Strict}}\n"
+        "apiVersion: guestbook-operator.dev/v1alpha1\nkind: PatroniCluster\nmetadata: {{name: db}}\nspec:\n  members: {members}\n  storage: {{size: 200Mi}}\n  patroni: {{ttl: 20, loopWait: 2, retryTimeout: 5, synchronousMode: {mode}}}\n"
     )
 }
 
@@ -120,7 +121,7 @@ pub async fn superuser_password(c: &Client, ns: &str, cluster: &str) -> String {
 #[tokio::test]
 async fn a_strict_synchronous_cluster_fails_over_scales_and_is_deleted_without_losing_rows() {
     let Some(state) = runner_state() else { return };
-    let (c, ns, op) = start_with("pgc", &strict(3)).await;
+    let (c, ns, op) = start_with("pgc", &cluster(3, "Strict")).await;
     let ns = &ns.name;
     let first = ready(&c, ns).await;
     let first_ip = pod_ip(&c, ns, &first).await;
@@ -229,6 +230,24 @@ async fn a_strict_synchronous_cluster_fails_over_scales_and_is_deleted_without_l
     )
     .await;
 
+    // Back to asynchronous replication (patched into Patroni's configuration), so that the
+    // test may put the leader on any member.
+    apply_yaml(&c, ns, &cluster(3, "Asynchronous"))
+        .await
+        .expect("asynchronous");
+    wait_for(
+        "Patroni to leave synchronous mode",
+        Duration::from_secs(60),
+        || async {
+            let config = guestbook_operator::stores::patroni::config(&second_ip.to_string(), 8008)
+                .await
+                .ok()?;
+            (config["synchronous_mode"] == serde_json::json!(false)).then_some(())
+        },
+    )
+    .await;
+    ready(&c, ns).await;
+
     // Scale down to two members while db-2 leads: the leader moves first.
     let now = members(&c, ns).await;
     if second != "db-2" {
@@ -251,7 +270,9 @@ async fn a_strict_synchronous_cluster_fails_over_scales_and_is_deleted_without_l
         ready(&c, ns).await;
     }
     let watch = watch_replacement(&c, ns, "db-2", now["db-2"].0.clone());
-    apply_yaml(&c, ns, &strict(2)).await.expect("scale down");
+    apply_yaml(&c, ns, &cluster(2, "Asynchronous"))
+        .await
+        .expect("scale down");
     let leader_when_removed = tokio::time::timeout(Duration::from_secs(120), watch)
         .await
         .expect("db-2 removed within 2 min")
@@ -265,7 +286,9 @@ async fn a_strict_synchronous_cluster_fails_over_scales_and_is_deleted_without_l
     none_lost(third_ip, &pw, "votes", &acked).await;
 
     // And back up: the third member rejoins as a streaming replica.
-    apply_yaml(&c, ns, &strict(3)).await.expect("scale up");
+    apply_yaml(&c, ns, &cluster(3, "Asynchronous"))
+        .await
+        .expect("scale up");
     wait_for(
         "three members, two streaming",
         Duration::from_secs(120),
