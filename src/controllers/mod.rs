@@ -302,32 +302,30 @@ pub enum SecretRef {
     MissingKey,
 }
 
-/// Looks up a Secret (and optionally one key of it) in `namespace`.
+/// Looks up a Secret (and optionally one key of it) in `namespace`; with its resourceVersion
+/// when it exists.
 pub async fn check_secret(
     ctx: &Context,
     namespace: &str,
     name: &str,
     key: Option<&str>,
-) -> Result<SecretRef> {
+) -> Result<(SecretRef, Option<String>)> {
     let api = ctx.namespaced::<Secret>(namespace);
-    Ok(match api.get_opt(name).await? {
-        None => SecretRef::MissingSecret,
-        Some(secret) => match key {
-            Some(k) => {
-                let has = secret.data.as_ref().is_some_and(|d| d.contains_key(k))
-                    || secret
-                        .string_data
-                        .as_ref()
-                        .is_some_and(|d| d.contains_key(k));
-                if has {
-                    SecretRef::Present
-                } else {
-                    SecretRef::MissingKey
-                }
-            }
-            None => SecretRef::Present,
-        },
-    })
+    let Some(secret) = api.get_opt(name).await? else {
+        return Ok((SecretRef::MissingSecret, None));
+    };
+    let has = |k: &str| {
+        secret.data.as_ref().is_some_and(|d| d.contains_key(k))
+            || secret
+                .string_data
+                .as_ref()
+                .is_some_and(|d| d.contains_key(k))
+    };
+    let found = match key {
+        Some(k) if !has(k) => SecretRef::MissingKey,
+        _ => SecretRef::Present,
+    };
+    Ok((found, secret.metadata.resource_version.clone()))
 }
 
 /// The object among `candidates` (same kind, same namespace) that owns the namespace's fixed
@@ -366,4 +364,29 @@ pub fn update_revision(
         return None;
     }
     Some(status.get("updateRevision")?.as_str()?.to_string())
+}
+
+/// Pods of one component (`redis`, `postgres`, `backup`...) of the instance `obj` of store
+/// `app`, from a controller's pod cache, by ordinal.
+pub fn component_pods<K: Resource>(
+    pods: &Store<k8s_openapi::api::core::v1::Pod>,
+    obj: &K,
+    app: &str,
+    component: &str,
+) -> Vec<Arc<k8s_openapi::api::core::v1::Pod>> {
+    use crate::k8s::labels;
+    let (ns, name) = (obj.namespace(), obj.name_any());
+    let mut out: Vec<_> = pods
+        .state()
+        .into_iter()
+        .filter(|p| p.metadata.namespace == ns)
+        .filter(|p| {
+            let l = p.labels();
+            l.get(labels::INSTANCE) == Some(&name)
+                && l.get(labels::COMPONENT).map(String::as_str) == Some(component)
+                && l.get(labels::NAME).map(String::as_str) == Some(app)
+        })
+        .collect();
+    out.sort_by_key(|p| roll::ordinal(&p.name_any()));
+    out
 }

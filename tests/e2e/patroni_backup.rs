@@ -4,7 +4,7 @@
 //! holding the same rows, owned by the same application role — roles and databases the
 //! operator created from the spec.
 
-use crate::patroni_cluster::superuser_password;
+use crate::patroni_cluster::{status, superuser_password};
 use crate::real::{claim_dir, psql, runner_state};
 use crate::support::{apply_yaml, condition, run_job_from, start_with, try_job_from, wait_for};
 use guestbook_operator::crd::PatroniCluster;
@@ -56,14 +56,6 @@ async fn as_shop(c: &Client, ns: &str, cluster: &str, ip: std::net::Ipv4Addr, sq
         String::from_utf8_lossy(&out.stderr)
     );
     String::from_utf8_lossy(&out.stdout).trim().to_string()
-}
-
-async fn status(c: &Client, ns: &str, name: &str) -> Option<PatroniClusterStatus> {
-    Api::<PatroniCluster>::namespaced(c.clone(), ns)
-        .get(name)
-        .await
-        .ok()?
-        .status
 }
 
 /// The leader's address once `name` is Ready.
@@ -274,11 +266,5 @@ async fn backups_restore_into_a_new_cluster_and_the_restore_check_catches_a_corr
             .is_some(),
         "the backup claim must stay"
     );
-    assert_eq!(
-        op.metric("guestbook_operator_reconcile_errors_total", "")
-            .await,
-        0.0,
-        "{}",
-        op.log_text()
-    );
+    op.assert_no_reconcile_errors().await;
 }

@@ -170,11 +170,5 @@ async fn settings_apply_in_place_and_a_roll_switches_over_before_the_primary_wit
     );
     assert!(acked.len() > 10, "the writer barely ran: {acked:?}");
     assert_eq!(leader(&c, ns).await.as_deref(), Some(third.as_str()));
-    assert_eq!(
-        op.metric("guestbook_operator_reconcile_errors_total", "")
-            .await,
-        0.0,
-        "{}",
-        op.log_text()
-    );
+    op.assert_no_reconcile_errors().await;
 }

@@ -274,13 +274,7 @@ async fn a_redis_sentinel_elects_a_master_and_follows_failovers_without_losing_w
     )
     .await;
     healthy(&c, &ns.name).await;
-    assert_eq!(
-        op.metric("guestbook_operator_reconcile_errors_total", "")
-            .await,
-        0.0,
-        "{}",
-        op.log_text()
-    );
+    op.assert_no_reconcile_errors().await;
 }
 
 #[tokio::test]
@@ -597,11 +591,5 @@ async fn a_backup_is_an_rdb_that_a_fresh_redis_server_loads_with_the_same_keys()
         missing, 0,
         "keys missing from the restored backup ({keys} keys in it)"
     );
-    assert_eq!(
-        op.metric("guestbook_operator_reconcile_errors_total", "")
-            .await,
-        0.0,
-        "{}",
-        op.log_text()
-    );
+    op.assert_no_reconcile_errors().await;
 }

@@ -93,13 +93,7 @@ async fn every_example_gets_kstatus_status_and_no_op_reconciles_write_nothing() 
         va.get("vote").await.expect("va").resource_version(),
     );
     assert_eq!(before, after, "a no-op reconcile wrote to the object");
-    assert_eq!(
-        op.metric("guestbook_operator_reconcile_errors_total", "")
-            .await,
-        0.0,
-        "{}",
-        op.log_text()
-    );
+    op.assert_no_reconcile_errors().await;
 }
 
 #[tokio::test]

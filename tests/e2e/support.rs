@@ -318,6 +318,17 @@ impl Operator {
             .sum()
     }
 
+    /// Fails the test, with the operator's log, if any reconcile has failed.
+    pub async fn assert_no_reconcile_errors(&self) {
+        assert_eq!(
+            self.metric("guestbook_operator_reconcile_errors_total", "")
+                .await,
+            0.0,
+            "{}",
+            self.log_text()
+        );
+    }
+
     pub fn log_text(&self) -> String {
         std::fs::read_to_string(&self.log).unwrap_or_default()
     }

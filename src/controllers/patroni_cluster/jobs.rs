@@ -9,25 +9,13 @@ use crate::crd::common::BackupStatus;
 use crate::k8s::apply::ChildCache;
 use crate::k8s::children::ChildKind;
 use crate::k8s::conditions::Health;
-use crate::k8s::labels;
 use k8s_openapi::api::core::v1::Pod;
 use kube::ResourceExt;
 use std::sync::Arc;
 
-/// Pods of one of the cluster's Jobs (`backup`, `restore-check`, `restore`).
+/// Pods of one component of the cluster: `postgres` (members) or a Job's (`backup`, `restore-check`, `restore`, `roles`).
 pub fn job_pods(ctx: &Context, pc: &PatroniCluster, component: &str) -> Vec<Arc<Pod>> {
-    let (ns, name) = (pc.namespace(), pc.name_any());
-    ctx.caches
-        .patroni_pods
-        .state()
-        .into_iter()
-        .filter(|p| p.metadata.namespace == ns)
-        .filter(|p| {
-            let l = p.labels();
-            l.get(labels::INSTANCE) == Some(&name)
-                && l.get(labels::COMPONENT).map(String::as_str) == Some(component)
-        })
-        .collect()
+    crate::controllers::component_pods(&ctx.caches.patroni_pods, pc, build::APP, component)
 }
 
 /// The newest finished attempt of one of the cluster's Jobs.

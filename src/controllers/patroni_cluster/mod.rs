@@ -11,11 +11,11 @@ pub mod operate;
 pub mod roles;
 pub mod scripts;
 
+use super::job_results;
 use super::{
     Managed, SecretRef, Verdict, check_secret, finish, instrumented, not_yet_managed, publish,
     referrers,
 };
-use super::{job_results, roll};
 use crate::context::{Context, scoped_api};
 use crate::crd::PatroniCluster;
 use crate::crd::patroni_cluster::PatroniMemberStatus;
@@ -74,21 +74,23 @@ fn referenced_secrets(pc: &PatroniCluster) -> Vec<(String, String)> {
 pub async fn dereference(pc: &PatroniCluster, ctx: &Context) -> Result<World> {
     let ns = pc.namespace().unwrap_or_default();
     let mut world = World::default();
+    let mut versions = std::collections::BTreeMap::new();
     for (field, name) in referenced_secrets(pc) {
-        let found = check_secret(ctx, &ns, &name, Some("password")).await?;
+        let (found, version) = check_secret(ctx, &ns, &name, Some("password")).await?;
+        versions.insert(name.clone(), version.unwrap_or_default());
         world.secrets.push((field, name, found));
     }
-    let secrets = ctx.namespaced::<Secret>(&ns);
-    for u in &pc.spec.users {
-        let version = match &u.secret_name {
-            Some(s) => secrets
-                .get_metadata_opt(s)
-                .await?
-                .and_then(|m| m.metadata.resource_version),
-            None => None,
-        };
-        world.user_secret_versions.push(version.unwrap_or_default());
-    }
+    world.user_secret_versions = pc
+        .spec
+        .users
+        .iter()
+        .map(|u| {
+            u.secret_name
+                .as_ref()
+                .and_then(|s| versions.get(s).cloned())
+                .unwrap_or_default()
+        })
+        .collect();
     if let Some(class) = &pc.spec.storage.storage_class_name {
         let api: Api<StorageClass> = Api::all(ctx.client.clone());
         world.storage_class = Some((class.clone(), api.get_metadata_opt(class).await?.is_some()));
@@ -164,27 +166,14 @@ pub const CHILD_KINDS: &[ChildKind] = &[
 
 /// Members' pods with an address, by name; pods being deleted are left out.
 fn member_pods(ctx: &Context, pc: &PatroniCluster) -> Vec<MemberPod> {
-    let ns = pc.namespace();
-    let name = pc.name_any();
-    let mut out: Vec<MemberPod> = ctx
-        .caches
-        .patroni_pods
-        .state()
+    job_pods(ctx, pc, "postgres")
         .into_iter()
-        .filter(|p| p.metadata.namespace == ns && p.metadata.deletion_timestamp.is_none())
-        .filter(|p| {
-            let l = p.labels();
-            l.get(labels::INSTANCE) == Some(&name)
-                && l.get(labels::NAME).map(String::as_str) == Some(build::APP)
-                && l.get(labels::COMPONENT).map(String::as_str) == Some("postgres")
-        })
+        .filter(|p| p.metadata.deletion_timestamp.is_none())
         .filter_map(|p| {
             let ip = p.status.as_ref()?.pod_ip.clone()?;
             Some(MemberPod { pod: p, ip })
         })
-        .collect();
-    out.sort_by_key(|m| roll::ordinal(&m.pod.name_any()));
-    out
+        .collect()
 }
 
 /// Pods whose Ready condition is True.
@@ -292,7 +281,7 @@ pub async fn reconcile(pc: Arc<PatroniCluster>, ctx: Arc<Context>) -> Result<Act
         let has_roles = !pc.spec.users.is_empty() || !pc.spec.databases.is_empty();
         let want_roles = has_roles && (leader.is_some() || cache.get(ChildKind::Job, &ns, &roles_job).is_some());
 
-        if let Some(waiting) = operate::clear_stale_dcs(&ctx, &pc).await? {
+        if let Some(waiting) = operate::clear_stale_dcs(&ctx, &pc, cache).await? {
             let verdict = Verdict { health: Health::progressing("WaitingForOldMembers", waiting), extras: verdict.extras, requeue: Some(CONVERGING) };
             return finish(&ctx, pc.as_ref(), verdict, |_| {}).await;
         }

@@ -77,7 +77,11 @@ fn synchronous(pc: &PatroniCluster) -> bool {
 /// leader whose data no longer exists. With the claims still there they are kept, and the new
 /// resource resumes the old cluster. `Some(reason)` while members of the earlier cluster are
 /// still stopping: nothing must be created before they are gone.
-pub async fn clear_stale_dcs(ctx: &Context, pc: &PatroniCluster) -> Result<Option<String>> {
+pub async fn clear_stale_dcs(
+    ctx: &Context,
+    pc: &PatroniCluster,
+    cache: &crate::k8s::apply::ChildCache,
+) -> Result<Option<String>> {
     use k8s_openapi::api::apps::v1::StatefulSet;
     use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim};
     use kube::api::{DeleteParams, ListParams};
@@ -86,6 +90,14 @@ pub async fn clear_stale_dcs(ctx: &Context, pc: &PatroniCluster) -> Result<Optio
     };
     let name = pc.name_any();
     let sts = build::Names::of(&name).statefulset;
+    // The cache answers for a running cluster; only its absence is confirmed with the API (the
+    // cache may not have seen a StatefulSet created a moment ago).
+    if cache
+        .get(crate::k8s::children::ChildKind::StatefulSet, &ns, &sts)
+        .is_some()
+    {
+        return Ok(None);
+    }
     if ctx
         .namespaced::<StatefulSet>(&ns)
         .get_metadata_opt(&sts)

@@ -47,23 +47,7 @@ fn address(p: &Pod) -> Option<(String, bool)> {
 
 /// Pods of one component of `rs`, from the controller's pod cache.
 pub fn pods(ctx: &Context, rs: &RedisSentinel, component: &str) -> Vec<Arc<Pod>> {
-    let ns = rs.namespace();
-    let name = rs.name_any();
-    let mut out: Vec<Arc<Pod>> = ctx
-        .caches
-        .redis_pods
-        .state()
-        .into_iter()
-        .filter(|p| p.metadata.namespace == ns)
-        .filter(|p| {
-            let l = p.labels();
-            l.get(labels::INSTANCE) == Some(&name)
-                && l.get(labels::COMPONENT).map(String::as_str) == Some(component)
-                && l.get(labels::NAME).map(String::as_str) == Some(build::APP)
-        })
-        .collect();
-    out.sort_by_key(|p| ordinal(&p.name_any()));
-    out
+    crate::controllers::component_pods(&ctx.caches.redis_pods, rs, build::APP, component)
 }
 
 /// Asks every Redis and Sentinel pod what it knows, all at once. Pods whose process is down

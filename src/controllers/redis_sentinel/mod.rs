@@ -51,7 +51,11 @@ pub async fn dereference(rs: &RedisSentinel, ctx: &Context) -> Result<World> {
         &rs.spec.auth.existing_secret,
         rs.namespace(),
     ) {
-        world.auth_secret = Some(check_secret(ctx, &ns, &secret.name, Some(&secret.key)).await?);
+        world.auth_secret = Some(
+            check_secret(ctx, &ns, &secret.name, Some(&secret.key))
+                .await?
+                .0,
+        );
     }
     Ok(world)
 }
