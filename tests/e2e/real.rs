@@ -71,7 +71,8 @@ fn read_reply<'a>(
         let mut line = String::new();
         r.read_line(&mut line).await.ok()?;
         let line = line.trim_end().to_string();
-        let (kind, rest) = line.split_at(1);
+        // An empty line is a closed connection (a server stopping mid-roll): no reply.
+        let (kind, rest) = line.split_at_checked(1)?;
         match kind {
             "+" | ":" => Some(rest.to_string()),
             "-" => Some(format!("ERR {rest}")),
