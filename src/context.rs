@@ -1,9 +1,8 @@
 //! What every reconcile gets: the client, caches of our kinds, metrics, the event recorder.
 
 use crate::crd::{Guestbook, PatroniCluster, RedisSentinel, VoteApp};
-use crate::k8s::apply::ChildCache;
+use crate::k8s::cache::OwnedCaches;
 use crate::metrics::Metrics;
-use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource};
@@ -11,6 +10,7 @@ use serde::de::DeserializeOwned;
 use std::collections::HashMap;
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 pub type RedisTrigger =
     futures::channel::mpsc::UnboundedSender<kube::runtime::reflector::ObjectRef<RedisSentinel>>;
@@ -22,22 +22,32 @@ pub struct Caches {
     pub patroni_clusters: Store<PatroniCluster>,
     pub guestbooks: Store<Guestbook>,
     pub vote_apps: Store<VoteApp>,
-    pub children: ChildCaches,
-    /// Pods of RedisSentinels (the heal loop talks to them by address).
-    pub redis_pods: Store<Pod>,
-    /// Pods of PatroniClusters (status comes from their REST API).
-    pub patroni_pods: Store<Pod>,
+    /// What each kind owns (children, pods), as its own watches see it.
+    pub owned: OwnedCaches,
 }
 
-/// Each controller's children, as its own watches see them.
-#[derive(Clone, Default)]
-pub struct ChildCaches {
-    pub redis_sentinel: ChildCache,
-    pub patroni_cluster: ChildCache,
+/// Tunables of the reconcile loops.
+#[derive(Clone, Debug)]
+pub struct Settings {
+    /// How often a healthy store is polled anyway: the safety net behind the events it is
+    /// followed by (`+switch-master`, pod and child watches).
+    pub safety_poll: Duration,
+    /// How soon a store that is converging (starting, failing over, rolling) is looked at again.
+    pub converging_poll: Duration,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            safety_poll: Duration::from_secs(30),
+            converging_poll: Duration::from_secs(2),
+        }
+    }
 }
 
 pub struct Context {
     pub client: Client,
+    pub settings: Settings,
     /// Resolves once every watch cache has listed.
     pub synced: crate::k8s::sync::Synced,
     /// Failover followers of RedisSentinels.
@@ -54,8 +64,10 @@ pub struct Context {
 }
 
 impl Context {
+    #[allow(clippy::too_many_arguments)]
     pub fn new(
         client: Client,
+        settings: Settings,
         namespace: Option<String>,
         caches: Caches,
         metrics: Arc<Metrics>,
@@ -65,6 +77,7 @@ impl Context {
     ) -> Self {
         Self {
             client,
+            settings,
             synced,
             namespace,
             caches,
@@ -74,17 +87,6 @@ impl Context {
             redis_followers: Default::default(),
             failures: Mutex::default(),
         }
-    }
-
-    /// An Api for `K` in the watched scope.
-    pub fn scoped<K>(&self) -> Api<K>
-    where
-        K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-            + Clone
-            + DeserializeOwned
-            + Debug,
-    {
-        scoped_api(&self.client, self.namespace.as_deref())
     }
 
     /// An Api for `K` in one namespace.
@@ -114,20 +116,6 @@ impl Context {
     }
 }
 
-/// An Api for `K` in `namespace`, or across all namespaces.
-pub fn scoped_api<K>(client: &Client, namespace: Option<&str>) -> Api<K>
-where
-    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
-        + Clone
-        + DeserializeOwned
-        + Debug,
-{
-    match namespace {
-        Some(ns) => Api::namespaced(client.clone(), ns),
-        None => Api::all(client.clone()),
-    }
-}
-
 impl Caches {
     /// Caches holding exactly these objects: for validating offline (tests, `render`).
     pub fn from_objects(
@@ -141,9 +129,7 @@ impl Caches {
             patroni_clusters: filled(patroni_clusters),
             guestbooks: filled(guestbooks),
             vote_apps: filled(vote_apps),
-            children: ChildCaches::default(),
-            redis_pods: filled(Vec::new()),
-            patroni_pods: filled(Vec::new()),
+            owned: OwnedCaches::default(),
         }
     }
 }

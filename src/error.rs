@@ -21,6 +21,14 @@ pub enum Error {
         what: String,
         source: serde_json::Error,
     },
+    /// An object that cannot be built as written (offline rendering reports it this way; the
+    /// controllers report it as `Stalled`).
+    #[error("{kind} {name}: {message}")]
+    Invalid {
+        kind: &'static str,
+        name: String,
+        message: String,
+    },
     /// Leadership was lost; the manager stops acting.
     #[error("lost leadership of Lease {0}")]
     LostLeadership(String),
@@ -30,9 +38,15 @@ pub enum Error {
         what: String,
         source: std::io::Error,
     },
-    /// A store (Redis, Sentinel, Patroni) did not do what it was asked.
-    #[error("store: {0}")]
-    Store(String),
+    /// Redis or Sentinel did not do what it was asked.
+    #[error(transparent)]
+    Redis(#[from] crate::stores::redis::StoreError),
+    /// Patroni's REST API did not do what it was asked.
+    #[error(transparent)]
+    Patroni(#[from] crate::stores::patroni::PatroniError),
+    /// Children the API server refused; the object's status already says so.
+    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Children(Vec<ChildFailure>),
     /// The HTTP server could not start.
     #[error("HTTP server on {addr}: {source}")]
     Http {
@@ -54,13 +68,74 @@ impl Error {
             Error::Kube(kube::Error::Api(_)) => "api_error",
             Error::Kube(_) => "api_unreachable",
             Error::MissingField { .. } => "missing_field",
+            Error::Invalid { .. } => "invalid",
             Error::Serialize { .. } => "serialize",
             Error::LostLeadership(_) => "lost_leadership",
             Error::Http { .. } => "http",
-            Error::Store(_) => "store",
+            Error::Redis(_) => "redis",
+            Error::Patroni(_) => "patroni",
+            Error::Children(_) => "child_refused",
             Error::Io { .. } => "io",
             Error::Controller(..) => "controller",
         }
+    }
+
+    /// Whether retrying the same request cannot help: the API server refused it as invalid,
+    /// forbidden or otherwise wrong (4xx other than conflict and throttling). Such a failure is
+    /// `Stalled`; anything else (timeouts, conflicts, 5xx, a store not answering) is transient.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            Error::Kube(kube::Error::Api(s)) => {
+                (400..500).contains(&s.code) && s.code != 409 && s.code != 429
+            }
+            Error::Children(failures) => failures.iter().any(|f| f.error.is_permanent()),
+            Error::MissingField { .. } | Error::Serialize { .. } | Error::Invalid { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The API server's own words, without our prefix.
+    fn server_message(&self) -> String {
+        match self {
+            Error::Kube(kube::Error::Api(s)) => s.message.clone(),
+            other => other.to_string(),
+        }
+    }
+}
+
+/// A child the API server refused to apply or delete.
+#[derive(Debug)]
+pub struct ChildFailure {
+    /// `Kind/name` of the child.
+    pub child: String,
+    /// `apply` or `prune`.
+    pub action: &'static str,
+    pub error: Error,
+}
+
+impl ChildFailure {
+    pub fn new(
+        kind: crate::k8s::children::ChildKind,
+        name: &str,
+        action: &'static str,
+        error: Error,
+    ) -> Self {
+        Self {
+            child: format!("{}/{name}", kind.api_resource().kind),
+            action,
+            error,
+        }
+    }
+}
+
+impl std::fmt::Display for ChildFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let verb = if self.action == "prune" {
+            "deleting"
+        } else {
+            "applying"
+        };
+        write!(f, "{verb} {}: {}", self.child, self.error.server_message())
     }
 }
 

@@ -1,6 +1,7 @@
 //! The `guestbook-operator` command.
 
 use clap::{Parser, Subcommand};
+use guestbook_operator::context::Settings;
 use guestbook_operator::leader::Timing;
 use guestbook_operator::manager::{self, LeaderElection, Options};
 use guestbook_operator::telemetry::{self, LogFormat};
@@ -59,6 +60,13 @@ struct RunArgs {
     /// Seconds between election attempts.
     #[arg(long, default_value_t = 2)]
     retry_period_seconds: u64,
+    /// Seconds between polls of a healthy store: the safety net behind the events failovers
+    /// are followed by. Tests set it long to prove the events alone suffice.
+    #[arg(long, default_value_t = 30)]
+    safety_poll_seconds: u64,
+    /// Seconds between looks at a store that is starting, failing over or rolling.
+    #[arg(long, default_value_t = 2)]
+    converging_poll_seconds: u64,
 }
 
 fn default_identity() -> String {
@@ -107,6 +115,10 @@ fn run(args: RunArgs) -> ExitCode {
         namespace: args.namespace,
         http_addr: args.http_addr,
         leader_election,
+        settings: Settings {
+            safety_poll: Duration::from_secs(args.safety_poll_seconds),
+            converging_poll: Duration::from_secs(args.converging_poll_seconds),
+        },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,10 +1,11 @@
 //! The controller manager behind `guestbook-operator run`: probes and metrics, leader
 //! election, the four controllers, graceful shutdown.
 
-use crate::context::{Caches, ChildCaches, Context};
+use crate::context::{Caches, Context, Settings};
 use crate::controllers::{self, error_policy};
 use crate::error::{Error, Result};
 use crate::http::{self, Probe, Readiness};
+use crate::k8s::cache::OwnedCaches;
 use crate::k8s::sync::Synced;
 use crate::leader::{LeaderElector, Timing};
 use crate::metrics::Metrics;
@@ -26,6 +27,7 @@ pub struct Options {
     pub http_addr: SocketAddr,
     /// `None` runs without election (a single replica).
     pub leader_election: Option<LeaderElection>,
+    pub settings: Settings,
 }
 
 #[derive(Clone, Debug)]
@@ -116,6 +118,7 @@ pub async fn run_with_client(client: Client, options: Options) -> Result<()> {
     let identity = options.leader_election.as_ref().map(|l| l.identity.clone());
     let controllers = run_controllers(
         client,
+        options.settings.clone(),
         options.namespace.clone(),
         identity,
         metrics.clone(),
@@ -151,6 +154,7 @@ pub async fn run_with_client(client: Client, options: Options) -> Result<()> {
 /// shutdown. Marks the probe Active once every cache has synced.
 async fn run_controllers(
     client: Client,
+    settings: Settings,
     namespace: Option<String>,
     identity: Option<String>,
     metrics: Arc<Metrics>,
@@ -160,23 +164,18 @@ async fn run_controllers(
     let ns = namespace.as_deref();
     let (redis_trigger, redis_requests) = futures::channel::mpsc::unbounded();
     let sync = Synced::default();
-    let (rs, rs_children, redis_pods) =
-        controllers::redis_sentinel::controller(&client, ns, redis_requests, &sync);
-    let (pc, pc_children, patroni_pods) =
-        controllers::patroni_cluster::controller(&client, ns, &sync);
-    let gb = controllers::guestbook::controller(&client, ns, &sync);
-    let va = controllers::vote_app::controller(&client, ns, &sync);
+    let mut owned = OwnedCaches::default();
+    use controllers::{guestbook as g, patroni_cluster as p, redis_sentinel as r, vote_app as v};
+    let rs = r::controller(&client, ns, redis_requests, &sync, &mut owned);
+    let pc = p::controller(&client, ns, &sync, &mut owned);
+    let gb = g::controller(&client, ns, &sync, &mut owned);
+    let va = v::controller(&client, ns, &sync, &mut owned);
     let caches = Caches {
         redis_sentinels: rs.store(),
         patroni_clusters: pc.store(),
         guestbooks: gb.store(),
         vote_apps: va.store(),
-        children: ChildCaches {
-            redis_sentinel: rs_children,
-            patroni_cluster: pc_children,
-        },
-        redis_pods,
-        patroni_pods,
+        owned,
     };
     let synced = {
         let sync = sync.clone();
@@ -193,6 +192,7 @@ async fn run_controllers(
     let recorder = Recorder::new(client.clone(), reporter);
     let ctx = Arc::new(Context::new(
         client,
+        settings,
         namespace,
         caches,
         metrics,
@@ -201,7 +201,6 @@ async fn run_controllers(
         sync,
     ));
     let stop = || shutdown_signal(shutdown.clone());
-    use controllers::{guestbook as g, patroni_cluster as p, redis_sentinel as r, vote_app as v};
     let runs = futures::future::join4(
         drive(rs.graceful_shutdown_on(stop()), r::reconcile, ctx.clone()),
         drive(pc.graceful_shutdown_on(stop()), p::reconcile, ctx.clone()),

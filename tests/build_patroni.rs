@@ -3,16 +3,20 @@
 mod common;
 
 use common::{assert_snapshot, one, render};
-use guestbook_operator::controllers::patroni_cluster::build::{Inputs, build, patroni_yaml};
+use guestbook_operator::controllers::patroni_cluster::build::{
+    Inputs, build_offline, patroni_yaml,
+};
+use guestbook_operator::controllers::patroni_cluster::names::KIND;
 use guestbook_operator::crd::PatroniCluster;
 use guestbook_operator::k8s::children::{Child, ChildKind};
+use guestbook_operator::k8s::owner::Owner;
 
 const SUPER: &str = "fixed-superuser-password";
 const REPL: &str = "fixed-replication-password";
 
 fn built(fixture: &str) -> Vec<Child> {
     let pc: PatroniCluster = one(&format!("tests/fixtures/build/{fixture}.yaml"));
-    build(
+    build_offline(
         &pc,
         &Inputs {
             superuser_password: SUPER,
@@ -22,6 +26,14 @@ fn built(fixture: &str) -> Vec<Child> {
             user_passwords: &["user-pw-0".to_string(), "user-pw-1".to_string()],
             roles: Some("f1ngerpr"),
         },
+    )
+    .expect("a valid fixture")
+}
+
+fn yaml_of(pc: &PatroniCluster) -> String {
+    patroni_yaml(
+        pc,
+        &Owner::of(pc, KIND).expect("fixture with namespace and uid"),
     )
 }
 
@@ -97,7 +109,7 @@ fn the_primary_service_selects_patronis_leader_label() {
 #[test]
 fn failsafe_mode_is_on_and_sync_mode_follows_the_spec() {
     let pc: PatroniCluster = one("tests/fixtures/build/patroni-maximal.yaml");
-    let yaml = patroni_yaml(&pc);
+    let yaml = yaml_of(&pc);
     assert!(yaml.contains("\"failsafe_mode\": true"));
     assert!(
         yaml.contains("\"synchronous_mode\": true")
@@ -105,7 +117,7 @@ fn failsafe_mode_is_on_and_sync_mode_follows_the_spec() {
         "{yaml}"
     );
     let default: PatroniCluster = one("tests/fixtures/build/patroni-default.yaml");
-    assert!(patroni_yaml(&default).contains("\"synchronous_mode\": false"));
+    assert!(yaml_of(&default).contains("\"synchronous_mode\": false"));
     // Every value a YAML 1.1 parser could misread is quoted.
     assert!(yaml.contains("\"hot_standby\": \"on\""), "{yaml}");
 }

@@ -3,7 +3,7 @@
 mod common;
 
 use common::{assert_snapshot, one, render};
-use guestbook_operator::controllers::redis_sentinel::build::{Inputs, build};
+use guestbook_operator::controllers::redis_sentinel::build::{Inputs, build_offline};
 use guestbook_operator::crd::RedisSentinel;
 use guestbook_operator::k8s::children::{Child, ChildKind};
 use serde_json::Value;
@@ -12,12 +12,13 @@ const PASSWORD: &str = "fixed-test-password";
 
 fn built(fixture: &str) -> Vec<Child> {
     let rs: RedisSentinel = one(&format!("tests/fixtures/build/{fixture}.yaml"));
-    build(
+    build_offline(
         &rs,
         &Inputs {
             generated_password: PASSWORD,
         },
     )
+    .expect("a valid fixture")
 }
 
 fn find<'a>(children: &'a [Child], kind: ChildKind, name: &str) -> &'a Value {
@@ -125,12 +126,13 @@ fn configuration_changes_roll_the_pods() {
         .config
         .insert("maxmemory".into(), "100mb".into());
     let hash = |rs: &RedisSentinel| {
-        let c = build(
+        let c = build_offline(
             rs,
             &Inputs {
                 generated_password: PASSWORD,
             },
-        );
+        )
+        .expect("a valid fixture");
         find(&c, ChildKind::StatefulSet, "cache-redis")["spec"]["template"]["metadata"]["annotations"]["guestbook-operator.dev/config-hash"].clone()
     };
     assert_ne!(hash(&rs), hash(&changed));

@@ -1,12 +1,15 @@
 //! Validation is pure: YAML fixtures in, verdicts out, no cluster.
 
 use guestbook_operator::context::Caches;
-use guestbook_operator::controllers::{
-    SecretRef, guestbook, patroni_cluster, redis_sentinel, vote_app,
-};
+use guestbook_operator::controllers::patroni_cluster::validate as patroni;
+use guestbook_operator::controllers::redis_sentinel::validate as redis;
+use guestbook_operator::controllers::{guestbook, vote_app};
 use guestbook_operator::crd::{Guestbook, PatroniCluster, RedisSentinel, VoteApp};
 use guestbook_operator::k8s::conditions::Health;
+use guestbook_operator::k8s::owner::Owner;
+use guestbook_operator::k8s::secrets::SecretRef;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use kube::Resource;
 use serde::de::DeserializeOwned;
 use std::path::Path;
 
@@ -29,36 +32,59 @@ fn reason(h: &Health) -> &str {
     h.reason()
 }
 
+/// The owner of an object as the API server would have it: with a namespace and a uid.
+fn owner<K: Resource<DynamicType = ()>>(obj: &mut K, kind: &'static str) -> Owner {
+    let meta = obj.meta_mut();
+    meta.namespace.get_or_insert_with(|| "test".into());
+    meta.uid.get_or_insert_with(|| "u-test".into());
+    Owner::of(obj, kind).expect("owner")
+}
+
+/// The health a validation ends in: `Stalled` on `Err`, else as the reconcile would start.
+fn health<V>(result: Result<V, Health>) -> Health {
+    match result {
+        Ok(_) => Health::unknown("Valid", ""),
+        Err(h) => h,
+    }
+}
+
 #[test]
 fn redis_with_missing_secret_stalls_naming_the_field() {
-    let rs: RedisSentinel = one("tests/fixtures/valid/redis-existing-secret.yaml");
-    let world = redis_sentinel::World {
+    let mut rs: RedisSentinel = one("tests/fixtures/valid/redis-existing-secret.yaml");
+    let o = owner(&mut rs, "RedisSentinel");
+    let world = redis::World {
         auth_secret: Some(SecretRef::MissingSecret),
     };
-    let v = redis_sentinel::validate(&rs, &world);
-    assert!(matches!(v.health, Health::Stalled { .. }), "{v:?}");
-    assert_eq!(reason(&v.health), "SecretNotFound");
+    let h = health(redis::validate(&rs, o.clone(), &world));
+    assert!(matches!(h, Health::Stalled { .. }), "{h:?}");
+    assert_eq!(reason(&h), "SecretNotFound");
     assert!(
-        v.health.message().contains("spec.auth.existingSecret"),
+        h.message().contains("spec.auth.existingSecret"),
         "{}",
-        v.health.message()
+        h.message()
     );
-    assert!(v.health.message().contains("cache-password"));
+    assert!(h.message().contains("cache-password"));
 
-    let world = redis_sentinel::World {
+    let world = redis::World {
         auth_secret: Some(SecretRef::MissingKey),
     };
     assert_eq!(
-        reason(&redis_sentinel::validate(&rs, &world).health),
+        reason(&health(redis::validate(&rs, o.clone(), &world))),
         "SecretKeyNotFound"
     );
 
-    let world = redis_sentinel::World {
+    let world = redis::World {
         auth_secret: Some(SecretRef::Present),
     };
-    let v = redis_sentinel::validate(&rs, &world);
-    assert!(matches!(v.health, Health::Unknown { .. }), "{v:?}");
-    assert!(v.extras.is_empty(), "auth is on: no warning expected");
+    let v = redis::validate(&rs, o, &world).expect("valid");
+    assert_eq!(
+        v.password,
+        Some(("cache-password".into(), "password".into()))
+    );
+    assert!(
+        redis::warnings(&rs).is_empty(),
+        "auth is on: no warning expected"
+    );
 }
 
 #[test]
@@ -66,9 +92,8 @@ fn redis_without_auth_carries_a_warning_condition() {
     let gb: Guestbook = one("manifests/examples/guestbook.yaml");
     let inline = gb.spec.redis.spec.expect("the example has an inline store");
     let rs = RedisSentinel::new("guestbook-redis", *inline);
-    let v = redis_sentinel::validate(&rs, &redis_sentinel::World::default());
-    let warn = v
-        .extras
+    let warnings = redis::warnings(&rs);
+    let warn = warnings
         .iter()
         .find(|e| e.type_ == "AuthDisabled")
         .expect("AuthDisabled condition");
@@ -78,8 +103,10 @@ fn redis_without_auth_carries_a_warning_condition() {
 
 #[test]
 fn patroni_reports_the_first_missing_reference() {
-    let pc: PatroniCluster = one("tests/fixtures/valid/patroni-references.yaml");
-    let mut world = patroni_cluster::World {
+    let mut pc: PatroniCluster = one("tests/fixtures/valid/patroni-references.yaml");
+    let o = owner(&mut pc, "PatroniCluster");
+    let validate = |world: &patroni::World| health(patroni::validate(&pc, o.clone(), world));
+    let mut world = patroni::World {
         secrets: vec![
             (
                 "spec.auth.superuserSecretName".into(),
@@ -96,42 +123,35 @@ fn patroni_reports_the_first_missing_reference() {
         bootstrap_claim: Some(("old-backups".into(), false)),
         ..Default::default()
     };
-    let v = patroni_cluster::validate(&pc, &world);
-    assert_eq!(reason(&v.health), "SecretNotFound");
+    let h = validate(&world);
+    assert_eq!(reason(&h), "SecretNotFound");
     assert!(
-        v.health.message().starts_with("spec.users[0].secretName"),
+        h.message().starts_with("spec.users[0].secretName"),
         "{}",
-        v.health.message()
+        h.message()
     );
 
     world.secrets[1].2 = SecretRef::Present;
-    let v = patroni_cluster::validate(&pc, &world);
-    assert_eq!(reason(&v.health), "StorageClassNotFound");
-    assert!(v.health.message().contains("fast-ssd"));
+    let h = validate(&world);
+    assert_eq!(reason(&h), "StorageClassNotFound");
+    assert!(h.message().contains("fast-ssd"));
 
     world.storage_class = Some(("fast-ssd".into(), true));
-    let v = patroni_cluster::validate(&pc, &world);
-    assert_eq!(reason(&v.health), "BackupClaimNotFound");
-    assert!(
-        v.health
-            .message()
-            .contains("spec.bootstrap.fromBackup.claimName")
-    );
+    let h = validate(&world);
+    assert_eq!(reason(&h), "BackupClaimNotFound");
+    assert!(h.message().contains("spec.bootstrap.fromBackup.claimName"));
 
     world.bootstrap_claim = Some(("old-backups".into(), true));
-    assert!(matches!(
-        patroni_cluster::validate(&pc, &world).health,
-        Health::Unknown { .. }
-    ));
+    let v = patroni::validate(&pc, o.clone(), &world).expect("valid");
+    assert_eq!(v.superuser_secret, "pg-admin");
 }
 
 #[test]
 fn patroni_stock_credentials_are_flagged() {
     let app: VoteApp = one("manifests/examples/voteapp.yaml");
     let pc = PatroniCluster::new("vote-db", *app.spec.postgres.spec.expect("inline postgres"));
-    let v = patroni_cluster::validate(&pc, &patroni_cluster::World::default());
     assert!(
-        v.extras
+        patroni::warnings(&pc)
             .iter()
             .any(|e| e.type_ == "InsecureCredentials" && e.status)
     );

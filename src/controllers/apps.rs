@@ -1,6 +1,5 @@
 //! What the two app controllers share: store bindings and the one-app-per-namespace rule.
 
-use super::namespace_owner;
 use crate::k8s::conditions::Health;
 use kube::runtime::reflector::Store;
 use kube::{Resource, ResourceExt};
@@ -90,4 +89,27 @@ pub fn namespace_conflict<K: Resource<DynamicType = ()> + Clone>(
             format!("{kind} \"{owner}\" already runs in namespace \"{}\" and owns the fixed Services {services}; only one {kind} per namespace is possible because the stock images hard-code those names", ns.unwrap_or_default()),
         )
     })
+}
+
+/// The object among `candidates` (same kind, same namespace) that owns the namespace's fixed
+/// Service names: the oldest, then the first by name. Deterministic, so two objects never
+/// both believe they won.
+pub fn namespace_owner<'a, K: Resource + 'a>(
+    candidates: impl Iterator<Item = &'a K>,
+) -> Option<String> {
+    candidates
+        .filter(|o| o.meta().deletion_timestamp.is_none())
+        .map(|o| {
+            (
+                o.meta().creation_timestamp.clone().map(|t| t.0),
+                o.meta().name.clone().unwrap_or_default(),
+            )
+        })
+        .min_by(|a, b| match (&a.0, &b.0) {
+            (Some(x), Some(y)) => x.cmp(y).then_with(|| a.1.cmp(&b.1)),
+            (None, Some(_)) => std::cmp::Ordering::Greater,
+            (Some(_), None) => std::cmp::Ordering::Less,
+            (None, None) => a.1.cmp(&b.1),
+        })
+        .map(|(_, name)| name)
 }

@@ -2,10 +2,13 @@
 //! report status.
 
 use super::apps::{namespace_conflict, resolve_binding};
-use super::{Managed, Verdict, finish, instrumented, not_yet_managed, referrers};
-use crate::context::{Caches, Context, scoped_api};
+use super::{Managed, Verdict, finish, instrumented};
+use crate::context::{Caches, Context};
 use crate::crd::{Guestbook, RedisSentinel};
 use crate::error::Result;
+use crate::k8s::cache::OwnedCaches;
+use crate::k8s::conditions::Health;
+use crate::k8s::watches::{main_controller, referrers, scoped_api};
 use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
@@ -47,9 +50,10 @@ pub fn controller(
     client: &Client,
     namespace: Option<&str>,
     synced: &crate::k8s::sync::Synced,
+    _owned: &mut OwnedCaches,
 ) -> Controller<Guestbook> {
     let wc = watcher::Config::default();
-    let ctl = super::main_controller::<Guestbook>(client, namespace, synced);
+    let ctl = main_controller::<Guestbook>(client, namespace, synced);
     let (by_store, by_sibling) = (ctl.store(), ctl.store());
     let stores = scoped_api::<RedisSentinel>(client, namespace);
     ctl.watches(stores, wc.clone(), move |rs| {
@@ -62,5 +66,15 @@ pub fn controller(
             let name = changed.name_any();
             referrers(&by_sibling, changed.namespace(), |gb| gb.name_any() != name)
         },
+    )
+}
+
+/// The health reported while this operator version does not build the app's workloads.
+fn not_yet_managed(kind: &str) -> Health {
+    Health::unknown(
+        "NotYetManaged",
+        format!(
+            "spec accepted and validated; this operator version does not create the {kind}'s workloads yet"
+        ),
     )
 }

@@ -1,7 +1,15 @@
-//! Pure: the next step of a rolling update of a replicated store (Redis, PostgreSQL). Replicas
+//! Rolling updates of a replicated store (Redis, PostgreSQL), one driver for both. Replicas
 //! first, one at a time and only while the set is healthy; then the store's own failover
 //! machinery (Sentinel, Patroni) hands the primary role to an updated replica; the old
 //! primary, now a replica, is updated last. A primary is never restarted while it is primary.
+//! The stores differ only in how a replica is updated and how the primary role is handed over.
+
+use super::{Managed, publish};
+use crate::context::Context;
+use crate::error::Result;
+use crate::k8s::conditions::Health;
+use crate::k8s::status::KStatus;
+use kube::runtime::events::EventType;
 
 /// One member, for the roll.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -44,12 +52,53 @@ pub fn progress(pods: &[RollPod]) -> (usize, usize) {
     (pods.iter().filter(|p| !p.outdated).count(), pods.len())
 }
 
-/// The ordinal of a StatefulSet pod from its name (`web-2` → 2); last when there is none.
-pub fn ordinal(pod: &str) -> i32 {
-    pod.rsplit('-')
-        .next()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(i32::MAX)
+/// What a store's handover did.
+pub enum Handover {
+    /// The primary role moved (or is moving): what happened, for the event.
+    Done(String),
+    /// It cannot happen yet; why, for status.
+    Waiting(String),
+    /// Nothing to hand over to or from right now; the next look decides.
+    NotNow,
+}
+
+/// Takes the next step of a rolling update of `obj`'s `pods` (called `what`: "Redis pods",
+/// "members") when the set is `healthy`: `update` one outdated replica (returns what it did),
+/// or, once only the primary is outdated, `handover`. Returns the health to report: a roll
+/// under way is progress, not readiness; `health` as it was when there is nothing to do.
+pub async fn drive<K>(
+    ctx: &Context,
+    obj: &K,
+    what: &str,
+    pods: &[RollPod],
+    health: Health,
+    update: impl AsyncFnOnce(&str) -> Result<String>,
+    handover: impl AsyncFnOnce() -> Result<Handover>,
+) -> Result<Health>
+where
+    K: Managed,
+    K::Status: KStatus,
+{
+    let healthy = matches!(health, Health::Ready { .. });
+    let (updated, total) = progress(pods);
+    let done = match next(pods, healthy) {
+        None => return Ok(health),
+        Some(RollStep::Update(pod)) => update(&pod).await?,
+        Some(RollStep::Handover) => match handover().await? {
+            Handover::Done(note) => note,
+            Handover::Waiting(why) => {
+                return Ok(Health::progressing(
+                    "RollingUpdate",
+                    format!("{updated}/{total} {what} updated; {why}"),
+                ));
+            }
+            Handover::NotNow => return Ok(health),
+        },
+    };
+    let note = format!("{updated}/{total} {what} updated; {done}");
+    tracing::info!(%note, "rolling update");
+    publish(ctx, obj, EventType::Normal, "RollingUpdate", "Roll", &note).await;
+    Ok(Health::progressing("RollingUpdate", note))
 }
 
 #[cfg(test)]
@@ -98,11 +147,5 @@ mod tests {
         let done = [pod(0, false, true), pod(1, false, false)];
         assert_eq!(next(&done, true), None);
         assert_eq!(progress(&done), (2, 2));
-    }
-
-    #[test]
-    fn ordinals_come_from_the_name() {
-        assert_eq!(ordinal("db-postgres-12"), 12);
-        assert_eq!(ordinal("odd"), i32::MAX);
     }
 }

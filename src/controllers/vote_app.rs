@@ -2,10 +2,13 @@
 //! is free, report status.
 
 use super::apps::{namespace_conflict, resolve_binding};
-use super::{Managed, Verdict, finish, instrumented, not_yet_managed, referrers};
-use crate::context::{Caches, Context, scoped_api};
+use super::{Managed, Verdict, finish, instrumented};
+use crate::context::{Caches, Context};
 use crate::crd::{PatroniCluster, RedisSentinel, VoteApp};
 use crate::error::Result;
+use crate::k8s::cache::OwnedCaches;
+use crate::k8s::conditions::Health;
+use crate::k8s::watches::{main_controller, referrers, scoped_api};
 use kube::runtime::controller::Action;
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
@@ -58,9 +61,10 @@ pub fn controller(
     client: &Client,
     namespace: Option<&str>,
     synced: &crate::k8s::sync::Synced,
+    _owned: &mut OwnedCaches,
 ) -> Controller<VoteApp> {
     let wc = watcher::Config::default();
-    let ctl = super::main_controller::<VoteApp>(client, namespace, synced);
+    let ctl = main_controller::<VoteApp>(client, namespace, synced);
     let (a, b, c) = (ctl.store(), ctl.store(), ctl.store());
     let redis = scoped_api::<RedisSentinel>(client, namespace);
     let postgres = scoped_api::<PatroniCluster>(client, namespace);
@@ -74,4 +78,14 @@ pub fn controller(
         let name = v.name_any();
         referrers(&c, v.namespace(), |a| a.name_any() != name)
     })
+}
+
+/// The health reported while this operator version does not build the app's workloads.
+fn not_yet_managed(kind: &str) -> Health {
+    Health::unknown(
+        "NotYetManaged",
+        format!(
+            "spec accepted and validated; this operator version does not create the {kind}'s workloads yet"
+        ),
+    )
 }

@@ -1,94 +1,18 @@
-//! The one path by which children reach the cluster: server-side apply under one field
-//! manager, forced, in kind order (configuration before workloads), skipped when the live
-//! object already holds everything we would apply; then pruning of what we no longer want.
+//! The one path by which children reach the cluster ([`sync`]): server-side apply under one
+//! field manager, forced, in kind order (configuration before workloads), skipped when the live
+//! object already holds everything we would apply; then pruning of what the owner no longer
+//! wants, found in the caches by the owner's uid. A child the API server refuses does not stop
+//! the others: every refusal is collected and reported.
 
+use super::FIELD_MANAGER;
+use super::cache::ChildCache;
 use super::children::{Child, ChildKind};
-use super::{FIELD_MANAGER, labels};
-use crate::error::{Error, Result};
-use futures::StreamExt;
+use super::owner::Owner;
+use crate::error::{ChildFailure, Error};
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams, PropagationPolicy};
-use kube::runtime::reflector::{self, ObjectRef, Store};
-use kube::runtime::{Controller, WatchStreamExt, watcher};
-use kube::{Api, Client, Resource};
+use kube::{Api, Client};
 use serde_json::Value;
-use std::collections::{BTreeMap, BTreeSet};
-use std::fmt::Debug;
-use std::hash::Hash;
-use std::sync::Arc;
-
-/// Caches of one controller's children, one per kind, filled by its own watches.
-#[derive(Clone, Default)]
-pub struct ChildCache {
-    stores: BTreeMap<ChildKind, Store<DynamicObject>>,
-}
-
-impl ChildCache {
-    pub fn get(&self, kind: ChildKind, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
-        let store = self.stores.get(&kind)?;
-        store.get(&ObjectRef::new_with(name, kind.api_resource()).within(ns))
-    }
-
-    /// Children of `kind` in `ns` whose controller is the object with `owner_uid`.
-    pub fn owned(&self, kind: ChildKind, ns: &str, owner_uid: &str) -> Vec<Arc<DynamicObject>> {
-        let Some(store) = self.stores.get(&kind) else {
-            return Vec::new();
-        };
-        store
-            .state()
-            .into_iter()
-            .filter(|o| o.metadata.namespace.as_deref() == Some(ns))
-            .filter(|o| {
-                o.metadata
-                    .owner_references
-                    .iter()
-                    .flatten()
-                    .any(|r| r.controller == Some(true) && r.uid == owner_uid)
-            })
-            .collect()
-    }
-
-    pub fn kinds(&self) -> impl Iterator<Item = ChildKind> + '_ {
-        self.stores.keys().copied()
-    }
-}
-
-/// Adds to `ctl` a watch per child kind (only children labelled as owned by `owner_kind`),
-/// so that a change to a child reconciles its owner, and returns the caches they fill.
-pub fn watch_children<K>(
-    mut ctl: Controller<K>,
-    client: &Client,
-    namespace: Option<&str>,
-    owner_kind: &str,
-    kinds: &[ChildKind],
-    synced: &super::sync::Synced,
-) -> (Controller<K>, ChildCache)
-where
-    K: Resource<DynamicType = ()>
-        + Clone
-        + Debug
-        + serde::de::DeserializeOwned
-        + Send
-        + Sync
-        + 'static,
-    K::DynamicType: Eq + Hash + Clone,
-{
-    let mut cache = ChildCache::default();
-    for kind in kinds {
-        let ar = kind.api_resource();
-        let api: Api<DynamicObject> = match namespace {
-            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
-            None => Api::all_with(client.clone(), &ar),
-        };
-        let wc = watcher::Config::default().labels(&labels::owned_by_kind(owner_kind));
-        let writer = reflector::store::Writer::new(ar.clone());
-        cache.stores.insert(*kind, writer.as_reader());
-        let stream = synced
-            .track(reflector::reflector(writer, watcher::watcher(api, wc)).default_backoff())
-            .touched_objects();
-        ctl = ctl.owns_stream_with(stream.boxed(), ar);
-    }
-    (ctl, cache)
-}
+use std::collections::BTreeSet;
 
 /// `desired` is contained in `live`: every field we set has our value there. Server-side
 /// defaults may add fields; lists of named items match by name, owner references by uid.
@@ -96,19 +20,36 @@ pub fn contains(desired: &Value, live: &Value) -> bool {
     difference(desired, live).is_none()
 }
 
-/// The path of the first field we set that `live` does not hold, if any.
+/// The path of the first field we set that `live` does not hold, if any. Label selectors
+/// must be equal, not merely contain ours: one more key makes a selector select nothing.
 pub fn difference(desired: &Value, live: &Value) -> Option<String> {
+    difference_at(desired, live, "")
+}
+
+/// Keys whose maps must be equal. All are atomic maps in the API (a forced apply replaces them
+/// whole), so repairing them takes one apply, never a fight with another manager.
+fn exact(key: &str) -> bool {
+    key == "selector" || key == "matchLabels"
+}
+
+fn difference_at(desired: &Value, live: &Value, key: &str) -> Option<String> {
     match (desired, live) {
-        (Value::Object(d), Value::Object(l)) => d.iter().find_map(|(k, dv)| match l.get(k) {
-            Some(lv) => difference(dv, lv).map(|p| format!(".{k}{p}")),
-            None => (!is_empty(dv)).then(|| format!(".{k}")),
-        }),
+        (Value::Object(d), Value::Object(l)) => {
+            let ours = d.iter().find_map(|(k, dv)| match l.get(k) {
+                Some(lv) => difference_at(dv, lv, k).map(|p| format!(".{k}{p}")),
+                None => (!is_empty(dv)).then(|| format!(".{k}")),
+            });
+            ours.or_else(|| {
+                let extra = l.keys().find(|k| !d.contains_key(*k))?;
+                (exact(key) && d.values().all(Value::is_string)).then(|| format!(".{extra}"))
+            })
+        }
         (Value::Array(d), Value::Array(l)) => match key_of(d) {
-            Some(key) => d.iter().find_map(|dv| {
-                let id = &dv[key];
-                match l.iter().find(|lv| &lv[key] == id) {
-                    Some(lv) => difference(dv, lv).map(|p| format!("[{key}={id}]{p}")),
-                    None => Some(format!("[{key}={id}]")),
+            Some(id_key) => d.iter().find_map(|dv| {
+                let id = &dv[id_key];
+                match l.iter().find(|lv| &lv[id_key] == id) {
+                    Some(lv) => difference_at(dv, lv, "").map(|p| format!("[{id_key}={id}]{p}")),
+                    None => Some(format!("[{id_key}={id}]")),
                 }
             }),
             None if d.len() != l.len() => {
@@ -118,7 +59,7 @@ pub fn difference(desired: &Value, live: &Value) -> Option<String> {
                 .iter()
                 .zip(l)
                 .enumerate()
-                .find_map(|(i, (a, b))| difference(a, b).map(|p| format!("[{i}]{p}"))),
+                .find_map(|(i, (a, b))| difference_at(a, b, "").map(|p| format!("[{i}]{p}"))),
         },
         (Value::Number(a), Value::Number(b)) => (a.as_f64() != b.as_f64()).then(String::new),
         (d, Value::Null) => (!is_empty(d)).then(String::new),
@@ -145,96 +86,126 @@ fn key_of(items: &[Value]) -> Option<&'static str> {
         .find(|k| !items.is_empty() && items.iter().all(|i| i.get(k).is_some_and(|v| !v.is_null())))
 }
 
-/// What one apply pass did.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+/// What one sync did.
+#[derive(Debug, Default)]
 pub struct Applied {
     /// Objects written (created or patched), as `Kind/name`.
     pub written: Vec<String>,
     /// Objects deleted by pruning, as `Kind/name`.
     pub pruned: Vec<String>,
+    /// Drift repaired: `Kind/name` and the first field that differed.
+    pub drift: Vec<(String, String)>,
+    /// Children the API server refused, in apply order.
+    pub failed: Vec<ChildFailure>,
+}
+
+impl Applied {
+    pub fn changed(&self) -> bool {
+        !self.written.is_empty() || !self.pruned.is_empty()
+    }
 }
 
 fn api(client: &Client, ns: &str, kind: ChildKind) -> Api<DynamicObject> {
     Api::namespaced_with(client.clone(), ns, &kind.api_resource())
 }
 
-/// Applies every child that differs from its live copy, in kind order.
-pub async fn apply(
+/// Brings the owner's children to `desired`: applies each one that differs from its cached
+/// live copy (in kind order), then prunes the owner's children not desired any more. Every
+/// child is tried; refusals are collected in [`Applied::failed`].
+pub async fn sync(
     client: &Client,
     cache: &ChildCache,
-    ns: &str,
+    owner: &Owner,
     desired: &[Child],
-) -> Result<Applied> {
+) -> Applied {
+    let mut out = Applied::default();
     let mut sorted: Vec<&Child> = desired.iter().collect();
     sorted.sort_by_key(|c| c.kind);
-    let mut out = Applied::default();
-    // Strict: a field the API server does not know is an error, never silently dropped.
-    let params = PatchParams::apply(FIELD_MANAGER)
-        .force()
-        .validation_strict();
     for child in sorted {
-        let live = cache.get(child.kind, ns, &child.name);
-        if let Some(live) = &live {
-            let live = serde_json::to_value(live.as_ref()).map_err(|source| Error::Serialize {
-                what: child.name.clone(),
-                source,
-            })?;
-            // Items of a list carry no apiVersion/kind; the cache holds the type anyway.
-            let mut ours = child.object.clone();
-            if let Some(m) = ours.as_object_mut() {
-                m.remove("apiVersion");
-                m.remove("kind");
-            }
-            match difference(&ours, &live) {
-                None => continue,
-                Some(path) => {
-                    tracing::info!(kind = ?child.kind, name = %child.name, field = %path, "child differs from the spec; applying")
-                }
-            }
+        if let Err(error) = apply_one(client, cache, &owner.namespace, child, &mut out).await {
+            out.failed
+                .push(ChildFailure::new(child.kind, &child.name, "apply", error));
         }
-        let api = api(client, ns, child.kind);
-        match (&live, &child.initial) {
-            (None, Some(initial)) => {
-                let obj: DynamicObject =
-                    serde_json::from_value(initial.clone()).map_err(|source| Error::Serialize {
-                        what: child.name.clone(),
-                        source,
-                    })?;
-                let pp = PostParams {
-                    field_manager: Some(FIELD_MANAGER.into()),
-                    ..PostParams::default()
-                };
-                match api.create(&pp, &obj).await {
-                    Ok(_) => {}
-                    // Created by an earlier reconcile our cache has not seen yet.
-                    Err(kube::Error::Api(s)) if s.is_already_exists() => continue,
-                    Err(e) => return Err(e.into()),
-                }
-            }
-            _ => {
-                api.patch(&child.name, &params, &Patch::Apply(&child.object))
-                    .await?;
-            }
-        }
-        out.written.push(format!("{:?}/{}", child.kind, child.name));
     }
-    Ok(out)
+    prune(client, cache, owner, desired, &mut out).await;
+    if out.changed() {
+        tracing::info!(written = ?out.written, pruned = ?out.pruned, "children applied");
+    }
+    out
 }
 
-/// Deletes children the owner no longer wants: those in the caches that carry the owner's
-/// labels and controller reference but are not in `desired`.
-pub async fn prune(
+async fn apply_one(
     client: &Client,
     cache: &ChildCache,
     ns: &str,
-    owner_uid: &str,
+    child: &Child,
+    out: &mut Applied,
+) -> Result<(), Error> {
+    let live = cache.get(child.kind, ns, &child.name);
+    let label = format!("{}/{}", child.kind.api_resource().kind, child.name);
+    if let Some(live) = &live {
+        let live = serde_json::to_value(live.as_ref()).map_err(|source| Error::Serialize {
+            what: child.name.clone(),
+            source,
+        })?;
+        // Items of a list carry no apiVersion/kind; the cache holds the type anyway.
+        let mut ours = child.object.clone();
+        if let Some(m) = ours.as_object_mut() {
+            m.remove("apiVersion");
+            m.remove("kind");
+        }
+        let Some(path) = difference(&ours, &live) else {
+            return Ok(());
+        };
+        tracing::info!(child = %label, field = %path, "child differs from the spec; applying");
+        out.drift.push((label.clone(), path));
+    }
+    let api = api(client, ns, child.kind);
+    match (&live, &child.initial) {
+        (None, Some(initial)) => {
+            let obj: DynamicObject =
+                serde_json::from_value(initial.clone()).map_err(|source| Error::Serialize {
+                    what: child.name.clone(),
+                    source,
+                })?;
+            let pp = PostParams {
+                field_manager: Some(FIELD_MANAGER.into()),
+                ..PostParams::default()
+            };
+            match api.create(&pp, &obj).await {
+                Ok(_) => {}
+                // Created by an earlier reconcile our cache has not seen yet.
+                Err(kube::Error::Api(s)) if s.is_already_exists() => return Ok(()),
+                Err(e) => return Err(e.into()),
+            }
+        }
+        _ => {
+            // Strict: a field the API server does not know is an error, never silently dropped.
+            let params = PatchParams::apply(FIELD_MANAGER)
+                .force()
+                .validation_strict();
+            api.patch(&child.name, &params, &Patch::Apply(&child.object))
+                .await?;
+        }
+    }
+    out.written.push(label);
+    Ok(())
+}
+
+/// Deletes children the owner no longer wants: those in the caches whose controller reference
+/// is the owner's uid but which are not in `desired`.
+async fn prune(
+    client: &Client,
+    cache: &ChildCache,
+    owner: &Owner,
     desired: &[Child],
     out: &mut Applied,
-) -> Result<()> {
+) {
     let wanted: BTreeSet<(ChildKind, &str)> =
         desired.iter().map(|c| (c.kind, c.name.as_str())).collect();
+    let ns = &owner.namespace;
     for kind in cache.kinds().collect::<Vec<_>>().into_iter().rev() {
-        for obj in cache.owned(kind, ns, owner_uid) {
+        for obj in cache.owned(kind, ns, &owner.uid) {
             let name = obj.metadata.name.clone().unwrap_or_default();
             if wanted.contains(&(kind, name.as_str())) || obj.metadata.deletion_timestamp.is_some()
             {
@@ -245,13 +216,16 @@ pub async fn prune(
                 ..DeleteParams::default()
             };
             match api(client, ns, kind).delete(&name, &dp).await {
-                Ok(_) => out.pruned.push(format!("{kind:?}/{name}")),
+                Ok(_) => out
+                    .pruned
+                    .push(format!("{}/{name}", kind.api_resource().kind)),
                 Err(kube::Error::Api(s)) if s.is_not_found() => {}
-                Err(e) => return Err(e.into()),
+                Err(e) => out
+                    .failed
+                    .push(ChildFailure::new(kind, &name, "prune", e.into())),
             }
         }
     }
-    Ok(())
 }
 
 #[cfg(test)]
@@ -286,6 +260,29 @@ mod tests {
             "so are zero values"
         );
         assert!(!contains(&json!({"delay": 5}), &json!({})));
+    }
+
+    #[test]
+    fn a_selector_with_one_more_key_is_drift() {
+        let desired = json!({"spec": {"selector": {"app": "db", "role": "primary"}}});
+        let live = json!({"spec": {"selector": {"app": "db", "role": "primary", "x": "y"}, "type": "ClusterIP"}});
+        assert_eq!(
+            super::difference(&desired, &live).as_deref(),
+            Some(".spec.selector.x")
+        );
+        let labels = json!({"metadata": {"labels": {"app": "db"}}});
+        assert!(
+            contains(
+                &labels,
+                &json!({"metadata": {"labels": {"app": "db", "team": "x"}}})
+            ),
+            "other maps may hold more"
+        );
+        let deploy = json!({"spec": {"selector": {"matchLabels": {"app": "db"}}}});
+        assert!(!contains(
+            &deploy,
+            &json!({"spec": {"selector": {"matchLabels": {"app": "db", "x": "1"}}}})
+        ));
     }
 
     #[test]

@@ -16,6 +16,9 @@ pub enum ChildKind {
     Service,
     NetworkPolicy,
     PodDisruptionBudget,
+    /// An app's own stores: custom resources the store controllers build from.
+    RedisSentinel,
+    PatroniCluster,
     StatefulSet,
     Deployment,
     HorizontalPodAutoscaler,
@@ -25,7 +28,7 @@ pub enum ChildKind {
 }
 
 impl ChildKind {
-    pub const ALL: [ChildKind; 15] = [
+    pub const ALL: [ChildKind; 17] = [
         ChildKind::ServiceAccount,
         ChildKind::Role,
         ChildKind::RoleBinding,
@@ -35,6 +38,8 @@ impl ChildKind {
         ChildKind::Service,
         ChildKind::NetworkPolicy,
         ChildKind::PodDisruptionBudget,
+        ChildKind::RedisSentinel,
+        ChildKind::PatroniCluster,
         ChildKind::StatefulSet,
         ChildKind::Deployment,
         ChildKind::HorizontalPodAutoscaler,
@@ -64,6 +69,8 @@ impl ChildKind {
             ChildKind::PodDisruptionBudget => {
                 ApiResource::erase::<policy::PodDisruptionBudget>(&())
             }
+            ChildKind::RedisSentinel => ApiResource::erase::<crate::crd::RedisSentinel>(&()),
+            ChildKind::PatroniCluster => ApiResource::erase::<crate::crd::PatroniCluster>(&()),
             ChildKind::StatefulSet => ApiResource::erase::<apps::StatefulSet>(&()),
             ChildKind::Deployment => ApiResource::erase::<apps::Deployment>(&()),
             ChildKind::HorizontalPodAutoscaler => {

@@ -3,10 +3,10 @@
 
 use super::children::{Child, ChildKind};
 use super::labels;
+use super::owner::Owner;
 use crate::crd::common::SchedulingSpec;
 use k8s_openapi::api::core::v1::ResourceRequirements;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
-use kube::{Resource, ResourceExt};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -22,23 +22,14 @@ pub struct Factory {
 }
 
 impl Factory {
-    pub fn new<K: Resource<DynamicType = ()>>(
-        obj: &K,
-        app: &'static str,
-        owner_kind: &'static str,
-    ) -> Self {
-        let instance = obj.name_any();
+    pub fn new(owner: &Owner, app: &'static str) -> Self {
         Self {
             app,
-            owner_kind,
-            ns: obj.namespace().unwrap_or_default(),
-            part_of: obj
-                .labels()
-                .get(labels::PART_OF)
-                .cloned()
-                .unwrap_or_else(|| instance.clone()),
-            owner: obj.controller_owner_ref(&()).into_iter().collect(),
-            instance,
+            owner_kind: owner.kind,
+            instance: owner.name.clone(),
+            ns: owner.namespace.clone(),
+            part_of: owner.part_of.clone(),
+            owner: vec![owner.reference.clone()],
         }
     }
 

@@ -51,3 +51,12 @@ pub fn owned_by(owner_kind: &str, owner_name: &str) -> String {
 pub fn owned_by_kind(owner_kind: &str) -> String {
     format!("{MANAGED_BY}={MANAGER},{OWNER_KIND}={owner_kind}")
 }
+
+/// A label selector in the string form the API and the scale subresource use (`k=v,k=v`).
+pub fn selector_string(labels: &BTreeMap<String, String>) -> String {
+    labels
+        .iter()
+        .map(|(k, v)| format!("{k}={v}"))
+        .collect::<Vec<_>>()
+        .join(",")
+}

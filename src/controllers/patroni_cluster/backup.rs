@@ -1,16 +1,18 @@
 //! Pure: backups of a PatroniCluster (`pg_dump -Fc` per database on a schedule), the scheduled
 //! restore check, and the one-off restore that fills a new cluster from a backup.
 
-use super::build::{Names, PG_GID, PG_UID, credential_secrets};
+use super::names::{BACKUP, PG_GID, PG_UID, RESTORE, RESTORE_CHECK};
 use super::scripts;
+use super::validate::Validated;
 use crate::crd::PatroniCluster;
 use crate::k8s::backup_jobs::{self, ScriptPod};
 use crate::k8s::children::Child;
 use crate::k8s::factory::{Factory, restricted_pod};
 use serde_json::{Value, json};
 
-fn superuser_env(pc: &PatroniCluster) -> Vec<Value> {
-    let (superuser, _) = credential_secrets(pc);
+/// The superuser's name and password, from its Secret.
+pub fn superuser_env(v: &Validated) -> Vec<Value> {
+    let superuser = &v.superuser_secret;
     vec![
         json!({"name": "PGUSER", "valueFrom": {"secretKeyRef": {"name": superuser, "key": "username"}}}),
         json!({"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": superuser, "key": "password"}}}),
@@ -18,15 +20,16 @@ fn superuser_env(pc: &PatroniCluster) -> Vec<Value> {
 }
 
 /// The backup claim, CronJob and, when scheduled, the restore-check CronJob.
-pub fn scheduled(f: &Factory, pc: &PatroniCluster, n: &Names) -> Vec<Child> {
+pub fn scheduled(f: &Factory, pc: &PatroniCluster, v: &Validated) -> Vec<Child> {
+    let n = &v.names;
     let Some(b) = &pc.spec.backup else {
         return Vec::new();
     };
     let (claim, new_claim) = backup_jobs::claim(f, &b.common, &n.backup);
-    let mut env = superuser_env(pc);
+    let mut env = superuser_env(v);
     env.push(json!({"name": "RETENTION", "value": b.common.retention.to_string()}));
     let backup = ScriptPod {
-        component: "backup",
+        component: BACKUP,
         image: &pc.spec.image,
         script: scripts::backup(pc),
         env,
@@ -46,7 +49,7 @@ pub fn scheduled(f: &Factory, pc: &PatroniCluster, n: &Names) -> Vec<Child> {
         // The check restores into a scratch server of its own: it needs no credentials and
         // only reads the claim.
         let check = ScriptPod {
-            component: "restore-check",
+            component: RESTORE_CHECK,
             image: &pc.spec.image,
             script: scripts::restore_check(pc),
             env: Vec::new(),
@@ -66,12 +69,12 @@ pub fn scheduled(f: &Factory, pc: &PatroniCluster, n: &Names) -> Vec<Child> {
 }
 
 /// The Job restoring `spec.bootstrap.fromBackup` into the new cluster's primary.
-pub fn restore(f: &Factory, pc: &PatroniCluster, n: &Names) -> Option<Child> {
+pub fn restore(f: &Factory, pc: &PatroniCluster, v: &Validated) -> Option<Child> {
     let from = &pc.spec.bootstrap.as_ref()?.from_backup;
-    let mut env = superuser_env(pc);
+    let mut env = superuser_env(v);
     env.push(json!({"name": "SOURCE", "value": from.file.clone().unwrap_or_default()}));
     let pod = ScriptPod {
-        component: "restore",
+        component: RESTORE,
         image: &pc.spec.image,
         script: scripts::restore(pc),
         env,
@@ -79,5 +82,5 @@ pub fn restore(f: &Factory, pc: &PatroniCluster, n: &Names) -> Option<Child> {
         security: restricted_pod(PG_UID, PG_GID),
         read_only_claim: true,
     };
-    Some(backup_jobs::job(f, &n.restore, &pod))
+    Some(backup_jobs::job(f, &v.names.restore, &pod))
 }

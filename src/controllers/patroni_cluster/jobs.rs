@@ -1,26 +1,28 @@
 //! What the cluster's Jobs (backup, restore check, restore, roles) report, read from their
 //! pods and conditions, and the health a pending restore or roles Job means.
 
-use super::build;
+use super::names::{APP, KIND, ROLES};
+use super::validate::Validated;
 use crate::context::Context;
 use crate::controllers::job_results;
 use crate::crd::PatroniCluster;
 use crate::crd::common::BackupStatus;
-use crate::k8s::apply::ChildCache;
+use crate::k8s::cache::ChildCache;
 use crate::k8s::children::ChildKind;
 use crate::k8s::conditions::Health;
+use crate::k8s::pods::component_pods;
 use k8s_openapi::api::core::v1::Pod;
-use kube::ResourceExt;
 use std::sync::Arc;
 
 /// Pods of one component of the cluster: `postgres` (members) or a Job's (`backup`, `restore-check`, `restore`, `roles`).
-pub fn job_pods(ctx: &Context, pc: &PatroniCluster, component: &str) -> Vec<Arc<Pod>> {
-    crate::controllers::component_pods(&ctx.caches.patroni_pods, pc, build::APP, component)
+pub fn job_pods(ctx: &Context, v: &Validated, component: &str) -> Vec<Arc<Pod>> {
+    let store = ctx.caches.owned.pods(KIND);
+    component_pods(&store, &v.owner.namespace, &v.owner.name, APP, component)
 }
 
 /// The newest finished attempt of one of the cluster's Jobs.
-pub fn newest_result(ctx: &Context, pc: &PatroniCluster, component: &str) -> Option<BackupStatus> {
-    let pods = job_pods(ctx, pc, component);
+pub fn newest_result(ctx: &Context, v: &Validated, component: &str) -> Option<BackupStatus> {
+    let pods = job_pods(ctx, v, component);
     job_results::newest(&pods.iter().map(AsRef::as_ref).collect::<Vec<_>>())
 }
 
@@ -49,6 +51,7 @@ pub fn job_succeeded(cache: &ChildCache, ns: &str, name: &str) -> bool {
 /// Health while `spec.bootstrap` has not been restored yet; `None` once it has (or without one).
 pub fn restore_health(
     pc: &PatroniCluster,
+    v: &Validated,
     done: bool,
     failed: Option<&BackupStatus>,
     leader: bool,
@@ -57,7 +60,7 @@ pub fn restore_health(
     if done {
         return None;
     }
-    let names = build::Names::of(&pc.name_any());
+    let names = &v.names;
     if let Some(f) = failed {
         return Some(Health::stalled(
             "RestoreFailed",
@@ -85,17 +88,17 @@ pub fn restore_health(
 /// Health while the roles Job has not completed; `None` once it has.
 pub fn roles_health(
     ctx: &Context,
-    pc: &PatroniCluster,
+    v: &Validated,
     cache: &ChildCache,
     job: &str,
     health: &Health,
 ) -> Option<Health> {
-    let ns = pc.namespace().unwrap_or_default();
-    if job_succeeded(cache, &ns, job) {
+    let ns = &v.owner.namespace;
+    if job_succeeded(cache, ns, job) {
         return None;
     }
-    if job_failed(cache, &ns, job) {
-        let why = newest_result(ctx, pc, "roles")
+    if job_failed(cache, ns, job) {
+        let why = newest_result(ctx, v, ROLES)
             .and_then(|r| r.message)
             .unwrap_or_else(|| "no message".into());
         return Some(Health::stalled(

@@ -3,24 +3,24 @@
 //! or settings waiting for a restart. Replicas go first; the primary hands its role over with
 //! a switchover and is only then updated, as a replica.
 
-use super::{build, config};
+use super::config;
+use super::names::{API_PORT, APP, POSTGRES};
+use super::validate::Validated;
 use crate::context::Context;
 use crate::controllers::publish;
-use crate::controllers::roll::{self, RollPod, RollStep};
+use crate::controllers::roll::{self, Handover, RollPod};
 use crate::crd::PatroniCluster;
-use crate::error::{Error, Result};
+use crate::error::Result;
 use crate::k8s::conditions::Health;
-use crate::stores::patroni::{self, Cluster, Member, PatroniError};
+use crate::k8s::pods::ordinal;
+use crate::k8s::{cache::ChildCache, children::ChildKind, labels};
+use crate::stores::patroni::{self, Cluster, Member};
 use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::events::EventType;
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
 
-const PORT: u16 = build::API_PORT as u16;
-
-fn store_err(e: PatroniError) -> Error {
-    Error::Store(e.to_string())
-}
+const PORT: u16 = API_PORT as u16;
 
 /// A member pod with its address.
 pub struct MemberPod {
@@ -30,13 +30,11 @@ pub struct MemberPod {
 
 /// Patches Patroni's dynamic configuration when it differs from the spec; true when it did.
 pub async fn configure(ctx: &Context, pc: &PatroniCluster, leader_ip: &str) -> Result<bool> {
-    let live = patroni::config(leader_ip, PORT).await.map_err(store_err)?;
+    let live = patroni::config(leader_ip, PORT).await?;
     let Some(patch) = config::patch(&config::desired(pc), &live) else {
         return Ok(false);
     };
-    patroni::patch_config(leader_ip, PORT, &patch)
-        .await
-        .map_err(store_err)?;
+    patroni::patch_config(leader_ip, PORT, &patch).await?;
     let note = format!("Patroni's dynamic configuration patched: {patch}");
     tracing::info!(%note, "configuration");
     publish(
@@ -80,47 +78,38 @@ fn synchronous(pc: &PatroniCluster) -> bool {
 pub async fn clear_stale_dcs(
     ctx: &Context,
     pc: &PatroniCluster,
-    cache: &crate::k8s::apply::ChildCache,
+    v: &Validated,
+    cache: &ChildCache,
 ) -> Result<Option<String>> {
     use k8s_openapi::api::apps::v1::StatefulSet;
     use k8s_openapi::api::core::v1::{ConfigMap, PersistentVolumeClaim};
     use kube::api::{DeleteParams, ListParams};
-    let (Some(ns), Some(uid)) = (pc.namespace(), pc.uid()) else {
-        return Ok(None);
-    };
-    let name = pc.name_any();
-    let sts = build::Names::of(&name).statefulset;
+    let (ns, name, uid) = (&v.owner.namespace, &v.owner.name, &v.owner.uid);
+    let sts = &v.names.statefulset;
     // The cache answers for a running cluster; only its absence is confirmed with the API (the
     // cache may not have seen a StatefulSet created a moment ago).
-    if cache
-        .get(crate::k8s::children::ChildKind::StatefulSet, &ns, &sts)
-        .is_some()
-    {
+    if cache.get(ChildKind::StatefulSet, ns, sts).is_some() {
         return Ok(None);
     }
     if ctx
-        .namespaced::<StatefulSet>(&ns)
-        .get_metadata_opt(&sts)
+        .namespaced::<StatefulSet>(ns)
+        .get_metadata_opt(sts)
         .await?
         .is_some()
     {
         return Ok(None);
     }
-    let selector = crate::k8s::labels::selector(build::APP, &name, "postgres")
-        .iter()
-        .map(|(k, v)| format!("{k}={v}"))
-        .collect::<Vec<_>>()
-        .join(",");
+    let selector = labels::selector_string(&labels::selector(APP, name, POSTGRES));
     let lp = ListParams::default().labels(&selector);
     let claims = ctx
-        .namespaced::<PersistentVolumeClaim>(&ns)
+        .namespaced::<PersistentVolumeClaim>(ns)
         .list_metadata(&lp)
         .await?;
     if !claims.items.is_empty() {
         return Ok(None);
     }
     if !ctx
-        .namespaced::<Pod>(&ns)
+        .namespaced::<Pod>(ns)
         .list_metadata(&lp)
         .await?
         .items
@@ -130,14 +119,14 @@ pub async fn clear_stale_dcs(
             "members of an earlier cluster named {name} are still stopping; waiting before creating new ones"
         )));
     }
-    let api = ctx.namespaced::<ConfigMap>(&ns);
+    let api = ctx.namespaced::<ConfigMap>(ns);
     for cm in api.list_metadata(&lp).await?.items {
         let ours = cm
             .metadata
             .owner_references
             .iter()
             .flatten()
-            .any(|r| r.uid == uid);
+            .any(|r| r.uid == *uid);
         if ours {
             continue;
         }
@@ -163,7 +152,7 @@ pub async fn clear_stale_dcs(
 /// Whether a scale-down to `members` must wait: the StatefulSet removes the highest ordinals,
 /// and the leader must never be one of them.
 pub fn leader_in_the_way(members: i32, leader: Option<&str>) -> bool {
-    leader.is_some_and(|l| roll::ordinal(l) >= members)
+    leader.is_some_and(|l| ordinal(l) >= members)
 }
 
 /// Moves the leader onto a member a scale-down to `members` keeps.
@@ -177,7 +166,7 @@ pub async fn make_room(
     let keep: Vec<String> = pods
         .iter()
         .map(|m| m.pod.name_any())
-        .filter(|n| roll::ordinal(n) < members)
+        .filter(|n| ordinal(n) < members)
         .collect();
     let keep: Vec<&str> = keep.iter().map(String::as_str).collect();
     let leader = cluster.leader();
@@ -194,9 +183,7 @@ pub async fn make_room(
             ),
         ));
     };
-    patroni::switchover(&ip, PORT, &leader.name, &next.name)
-        .await
-        .map_err(store_err)?;
+    patroni::switchover(&ip, PORT, &leader.name, &next.name).await?;
     let note = format!(
         "switched over from {} to {} before scaling down to {members} members",
         leader.name, next.name
@@ -211,6 +198,7 @@ pub async fn make_room(
 pub async fn roll_forward(
     ctx: &Context,
     pc: &PatroniCluster,
+    v: &Validated,
     revision: Option<&str>,
     pods: &[MemberPod],
     cluster: &Cluster,
@@ -246,69 +234,57 @@ pub async fn roll_forward(
         .map(|m| {
             let name = m.pod.name_any();
             RollPod {
-                ordinal: roll::ordinal(&name),
+                ordinal: ordinal(&name),
                 outdated: stale_template(&m.pod) || pending.contains(&name),
                 is_primary: member(&name).is_some_and(|x| x.role == "leader"),
                 name,
             }
         })
         .collect();
-    let (updated, total) = roll::progress(&roll_pods);
-    let note = match roll::next(&roll_pods, true) {
-        None => return Ok(health),
-        Some(RollStep::Update(name)) => {
-            let Some(m) = pods.iter().find(|m| m.pod.name_any() == name) else {
-                return Ok(health);
-            };
-            if stale_template(&m.pod) {
-                let ns = pc.namespace().unwrap_or_default();
-                Api::<Pod>::namespaced(ctx.client.clone(), &ns)
-                    .delete(&name, &kube::api::DeleteParams::default())
-                    .await?;
-                format!("{updated}/{total} members updated; replacing replica {name}")
-            } else {
-                patroni::restart(&m.ip, PORT).await.map_err(store_err)?;
-                format!(
-                    "{updated}/{total} members updated; restarted PostgreSQL on replica {name} for pending settings"
-                )
-            }
-        }
-        Some(RollStep::Handover) => {
-            let up_to_date: Vec<&str> = roll_pods
-                .iter()
-                .filter(|p| !p.outdated)
-                .map(|p| p.name.as_str())
-                .collect();
-            let (Some(leader), Some(next)) = (
-                cluster.leader(),
-                candidate(cluster, &up_to_date, synchronous(pc)),
-            ) else {
-                return Ok(Health::progressing(
-                    "RollingUpdate",
-                    format!(
-                        "{updated}/{total} members updated; waiting for an up-to-date streaming replica to switch over to"
-                    ),
-                ));
-            };
-            let Some(ip) = pods
-                .iter()
-                .find(|m| m.pod.name_any() == leader.name)
-                .map(|m| m.ip.clone())
-            else {
-                return Ok(health);
-            };
-            patroni::switchover(&ip, PORT, &leader.name, &next.name)
-                .await
-                .map_err(store_err)?;
-            format!(
-                "{updated}/{total} members updated; switched over from {} to {} before updating the old primary",
-                leader.name, next.name
-            )
+    let update = async |name: &str| -> Result<String> {
+        let Some(m) = pods.iter().find(|m| m.pod.name_any() == name) else {
+            return Ok(format!("replica {name} is gone; the next look decides"));
+        };
+        if stale_template(&m.pod) {
+            Api::<Pod>::namespaced(ctx.client.clone(), &v.owner.namespace)
+                .delete(name, &kube::api::DeleteParams::default())
+                .await?;
+            Ok(format!("replacing replica {name}"))
+        } else {
+            patroni::restart(&m.ip, PORT).await?;
+            Ok(format!(
+                "restarted PostgreSQL on replica {name} for pending settings"
+            ))
         }
     };
-    tracing::info!(%note, "rolling update");
-    publish(ctx, pc, EventType::Normal, "RollingUpdate", "Roll", &note).await;
-    Ok(Health::progressing("RollingUpdate", note))
+    let up_to_date: Vec<&str> = roll_pods
+        .iter()
+        .filter(|p| !p.outdated)
+        .map(|p| p.name.as_str())
+        .collect();
+    let handover = async || -> Result<Handover> {
+        let (Some(leader), Some(next)) = (
+            cluster.leader(),
+            candidate(cluster, &up_to_date, synchronous(pc)),
+        ) else {
+            return Ok(Handover::Waiting(
+                "waiting for an up-to-date streaming replica to switch over to".into(),
+            ));
+        };
+        let Some(ip) = pods
+            .iter()
+            .find(|m| m.pod.name_any() == leader.name)
+            .map(|m| m.ip.clone())
+        else {
+            return Ok(Handover::NotNow);
+        };
+        patroni::switchover(&ip, PORT, &leader.name, &next.name).await?;
+        Ok(Handover::Done(format!(
+            "switched over from {} to {} before updating the old primary",
+            leader.name, next.name
+        )))
+    };
+    roll::drive(ctx, pc, "members", &roll_pods, health, update, handover).await
 }
 
 #[cfg(test)]

@@ -3,38 +3,34 @@
 //! carries a hash of everything it applies, so a change runs it again and an unchanged spec
 //! never does.
 
-use super::build::{Names, PG_GID, PG_UID, credential_secrets};
+use super::backup::superuser_env;
+use super::names::{Names, PG_GID, PG_UID, POSTGRES, ROLES};
 use super::scripts;
+use super::validate::Validated;
 use crate::crd::PatroniCluster;
 use crate::k8s::backup_jobs::{self, ScriptPod};
 use crate::k8s::children::Child;
 use crate::k8s::factory::{Factory, fnv, restricted_pod};
-use kube::ResourceExt;
 use serde_json::json;
 
-/// The Secret holding role `user`'s password: the spec's, or `<cluster>-user-<role>`.
-pub fn user_secret(pc: &PatroniCluster, index: usize) -> Option<String> {
-    let u = pc.spec.users.get(index)?;
-    Some(
-        u.secret_name
-            .clone()
-            .unwrap_or_else(|| format!("{}-user-{}", pc.name_any(), u.name.replace('_', "-"))),
-    )
-}
-
 /// Generated Secrets of the roles that name none; `passwords[i]` is used only at creation.
-pub fn secrets(f: &Factory, pc: &PatroniCluster, passwords: &[String]) -> Vec<Child> {
+pub fn secrets(
+    f: &Factory,
+    pc: &PatroniCluster,
+    v: &Validated,
+    passwords: &[String],
+) -> Vec<Child> {
     pc.spec
         .users
         .iter()
         .enumerate()
         .filter(|(_, u)| u.secret_name.is_none())
         .filter_map(|(i, u)| {
-            let name = user_secret(pc, i)?;
+            let name = v.user_secrets.get(i)?;
             let password = passwords.get(i)?;
             Some(f.generated_secret(
-                &name,
-                "postgres",
+                name,
+                POSTGRES,
                 json!({"username": u.name, "password": password}),
             ))
         })
@@ -53,21 +49,16 @@ pub fn job_name(n: &Names, fingerprint: &str) -> String {
 }
 
 /// The Job creating the roles and databases, or `None` when the spec declares neither.
-pub fn job(f: &Factory, pc: &PatroniCluster, n: &Names, fingerprint: &str) -> Option<Child> {
+pub fn job(f: &Factory, pc: &PatroniCluster, v: &Validated, fingerprint: &str) -> Option<Child> {
     if pc.spec.users.is_empty() && pc.spec.databases.is_empty() {
         return None;
     }
-    let (superuser, _) = credential_secrets(pc);
-    let mut env = vec![
-        json!({"name": "PGUSER", "valueFrom": {"secretKeyRef": {"name": superuser, "key": "username"}}}),
-        json!({"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": superuser, "key": "password"}}}),
-    ];
-    for i in 0..pc.spec.users.len() {
-        let secret = user_secret(pc, i)?;
+    let mut env = superuser_env(v);
+    for (i, secret) in v.user_secrets.iter().enumerate() {
         env.push(json!({"name": format!("PW_{i}"), "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}}));
     }
     let pod = ScriptPod {
-        component: "roles",
+        component: ROLES,
         image: &pc.spec.image,
         script: scripts::roles(pc),
         env,
@@ -75,5 +66,5 @@ pub fn job(f: &Factory, pc: &PatroniCluster, n: &Names, fingerprint: &str) -> Op
         security: restricted_pod(PG_UID, PG_GID),
         read_only_claim: false,
     };
-    Some(backup_jobs::job(f, &job_name(n, fingerprint), &pod))
+    Some(backup_jobs::job(f, &job_name(&v.names, fingerprint), &pod))
 }

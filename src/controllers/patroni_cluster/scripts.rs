@@ -2,7 +2,7 @@
 //! report to its termination message on success, and one line saying why on failure, so the
 //! operator reads results from the pods instead of assuming them.
 
-use super::build::PG_PORT;
+use super::names::PG_PORT;
 use crate::crd::PatroniCluster;
 use kube::ResourceExt;
 

@@ -10,14 +10,11 @@ use crate::k8s::factory::{
     self, Factory, placement, pod_ip_env, restricted_container, with_resources,
 };
 use crate::k8s::labels;
-use kube::ResourceExt;
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
-pub const APP: &str = "redis-sentinel";
-pub const KIND: &str = "RedisSentinel";
-const REDIS_UID: i64 = 999;
-pub const DEFAULT_EXPORTER_IMAGE: &str = "docker.io/oliver006/redis_exporter:v1.67.0";
+use super::names::{APP, DEFAULT_EXPORTER_IMAGE, Names, REDIS_UID, ROLE_MASTER, ROLE_REPLICA};
+use super::validate::Validated;
 
 /// Everything a build needs besides the resource itself.
 pub struct Inputs<'a> {
@@ -25,55 +22,14 @@ pub struct Inputs<'a> {
     pub generated_password: &'a str,
 }
 
-/// Names of the objects of one RedisSentinel.
-pub struct Names {
-    pub redis: String,
-    pub sentinel: String,
-    pub master_service: String,
-    pub replica_service: String,
-    pub redis_headless: String,
-    pub sentinel_service: String,
-    pub sentinel_headless: String,
-    pub config: String,
-    pub auth_secret: String,
-    pub backup: String,
-}
-
-impl Names {
-    pub fn of(name: &str) -> Self {
-        Self {
-            redis: format!("{name}-redis"),
-            sentinel: format!("{name}-sentinel"),
-            master_service: format!("{name}-redis"),
-            replica_service: format!("{name}-redis-replicas"),
-            redis_headless: format!("{name}-redis-headless"),
-            sentinel_service: format!("{name}-sentinel"),
-            sentinel_headless: format!("{name}-sentinel-headless"),
-            config: format!("{name}-redis-config"),
-            auth_secret: format!("{name}-redis-auth"),
-            backup: format!("{name}-backup"),
-        }
-    }
-}
-
-/// The Secret and key holding the password, when auth is on.
-pub fn password_ref(rs: &RedisSentinel) -> Option<(String, String)> {
-    if !rs.spec.auth.enabled {
-        return None;
-    }
-    Some(match &rs.spec.auth.existing_secret {
-        Some(s) => (s.name.clone(), s.key.clone()),
-        None => (Names::of(&rs.name_any()).auth_secret, "password".into()),
-    })
-}
-
 pub use crate::k8s::factory::fnv;
 
 struct Ctx<'a> {
     rs: &'a RedisSentinel,
+    v: &'a Validated,
     f: Factory,
-    name: String,
-    names: Names,
+    name: &'a str,
+    names: &'a Names,
 }
 
 impl Ctx<'_> {
@@ -94,7 +50,7 @@ impl Ctx<'_> {
     }
 
     fn password_env(&self) -> Vec<Value> {
-        match password_ref(self.rs) {
+        match &self.v.password {
             None => Vec::new(),
             Some((secret, key)) => ["REDIS_PASSWORD", "REDISCLI_AUTH"]
                 .iter()
@@ -122,9 +78,9 @@ fn services(c: &Ctx) -> Vec<Child> {
     let n = &c.names;
     let redis_sel = c.selector("redis");
     let mut master_sel = redis_sel.clone();
-    master_sel.insert(labels::ROLE.into(), "master".into());
+    master_sel.insert(labels::ROLE.into(), ROLE_MASTER.into());
     let mut replica_sel = redis_sel.clone();
-    replica_sel.insert(labels::ROLE.into(), "replica".into());
+    replica_sel.insert(labels::ROLE.into(), ROLE_REPLICA.into());
     let redis_port = json!([{"name": "redis", "port": conf::REDIS_PORT, "targetPort": "redis"}]);
     let sentinel_port =
         json!([{"name": "sentinel", "port": conf::SENTINEL_PORT, "targetPort": "sentinel"}]);
@@ -199,7 +155,7 @@ fn redis_statefulset(c: &Ctx, config_hash: &str) -> Child {
         let mut env = vec![
             json!({"name": "REDIS_ADDR", "value": format!("redis://127.0.0.1:{}", conf::REDIS_PORT)}),
         ];
-        if let Some((secret, key)) = password_ref(c.rs) {
+        if let Some((secret, key)) = &c.v.password {
             env.push(json!({"name": "REDIS_PASSWORD", "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}));
         }
         containers.push(with_resources(
@@ -344,7 +300,7 @@ fn network_policy(c: &Ctx) -> Child {
     let name = format!("{}-redis", c.name);
     let instance = BTreeMap::from([
         (labels::NAME.to_string(), APP.to_string()),
-        (labels::INSTANCE.to_string(), c.name.clone()),
+        (labels::INSTANCE.to_string(), c.name.to_string()),
     ]);
     let mut rules = vec![json!({"from": [
         {"podSelector": {"matchLabels": instance}},
@@ -368,7 +324,7 @@ fn backup(c: &Ctx) -> Vec<Child> {
     };
     let (claim, new_claim) = backup_jobs::claim(&c.f, b, &c.names.backup);
     let mut env = vec![json!({"name": "RETENTION", "value": b.retention.to_string()})];
-    if let Some((secret, key)) = password_ref(c.rs) {
+    if let Some((secret, key)) = &c.v.password {
         env.push(json!({"name": "REDISCLI_AUTH", "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}}));
     }
     let pod = backup_jobs::ScriptPod {
@@ -392,15 +348,18 @@ fn backup(c: &Ctx) -> Vec<Child> {
 }
 
 /// Every child of `rs`.
-pub fn build(rs: &RedisSentinel, inputs: &Inputs) -> Vec<Child> {
-    let name = rs.name_any();
+pub fn build(rs: &RedisSentinel, v: &Validated, inputs: &Inputs) -> Vec<Child> {
     let c = Ctx {
         rs,
-        f: Factory::new(rs, APP, KIND),
-        names: Names::of(&name),
-        name,
+        v,
+        f: Factory::new(&v.owner, APP),
+        name: &v.owner.name,
+        names: &v.names,
     };
-    let (redis_conf, sentinel_conf) = (conf::redis_conf(rs), conf::sentinel_conf(rs));
+    let (redis_conf, sentinel_conf) = (
+        conf::redis_conf(rs, &v.owner),
+        conf::sentinel_conf(&v.owner),
+    );
     let mut out = Vec::new();
     if rs.spec.auth.enabled && rs.spec.auth.existing_secret.is_none() {
         out.push(c.f.generated_secret(
@@ -429,4 +388,17 @@ pub fn build(rs: &RedisSentinel, inputs: &Inputs) -> Vec<Child> {
     ));
     out.extend(backup(&c));
     out
+}
+
+/// Every child of `rs` as the controller applies it when everything `rs` references exists:
+/// offline, for `render` and the builder tests.
+pub fn build_offline(rs: &RedisSentinel, inputs: &Inputs) -> crate::error::Result<Vec<Child>> {
+    use super::validate::{World, validate};
+    let owner = crate::k8s::owner::Owner::of(rs, super::names::KIND)?;
+    let v = validate(rs, owner, &World::assumed(rs)).map_err(|h| crate::error::Error::Invalid {
+        kind: super::names::KIND,
+        name: kube::ResourceExt::name_any(rs),
+        message: h.message().to_string(),
+    })?;
+    Ok(build(rs, &v, inputs))
 }

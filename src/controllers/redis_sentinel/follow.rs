@@ -2,7 +2,7 @@
 //! `+switch-master` on every Sentinel and moves the role labels (so the master Service) the
 //! moment a switch is announced, then asks for a full reconcile. Polling is only the safety net.
 
-use super::conf::SENTINEL_PORT;
+use super::names::{REDIS, ROLE_MASTER, ROLE_REPLICA, SENTINEL_PORT};
 use crate::crd::RedisSentinel;
 use crate::k8s::labels;
 use crate::metrics::Metrics;
@@ -186,7 +186,7 @@ async fn relabel(h: &Handles, ns: &str, name: &str, ip: &str) -> Result<String, 
         .filter(|p| p.metadata.namespace.as_deref() == Some(ns))
         .filter(|p| {
             p.labels().get(labels::INSTANCE).map(String::as_str) == Some(name)
-                && p.labels().get(labels::COMPONENT).map(String::as_str) == Some("redis")
+                && p.labels().get(labels::COMPONENT).map(String::as_str) == Some(REDIS)
         })
         .collect();
     let Some(new) = redis
@@ -201,12 +201,12 @@ async fn relabel(h: &Handles, ns: &str, name: &str, ip: &str) -> Result<String, 
     let mut moved = Vec::new();
     for old in redis.iter().filter(|p| {
         p.name_any() != new.name_any()
-            && p.labels().get(labels::ROLE).map(String::as_str) == Some("master")
+            && p.labels().get(labels::ROLE).map(String::as_str) == Some(ROLE_MASTER)
     }) {
         api.patch(
             &old.name_any(),
             &PatchParams::default(),
-            &Patch::Merge(&set("replica")),
+            &Patch::Merge(&set(ROLE_REPLICA)),
         )
         .await?;
         moved.extend(old.status.as_ref().and_then(|s| s.pod_ip.clone()));
@@ -214,12 +214,12 @@ async fn relabel(h: &Handles, ns: &str, name: &str, ip: &str) -> Result<String, 
     if !moved.is_empty() {
         // Two pod changes in quick succession make the EndpointSlice controller find its own
         // cache stale and retry the Service a second later. Let the first change land first.
-        slice_without(h, ns, &format!("{name}-redis"), &moved).await;
+        slice_without(h, ns, &super::names::Names::of(name).master_service, &moved).await;
     }
     api.patch(
         &new.name_any(),
         &PatchParams::default(),
-        &Patch::Merge(&set("master")),
+        &Patch::Merge(&set(ROLE_MASTER)),
     )
     .await?;
     Ok(new.name_any())

@@ -1,33 +1,27 @@
 //! The heal loop's edges: observe every Redis and Sentinel by pod address, then carry out a
 //! plan from [`super::topology`].
 
-use super::build::{self, Names};
-use super::conf::{REDIS_PORT, SENTINEL_PORT};
+use super::names::{APP, KIND, REDIS, REDIS_PORT, ROLE_REPLICA, SENTINEL, SENTINEL_PORT};
 use super::topology::{self, Plan, RedisNode, SentinelNode, Step};
+use super::validate::Validated;
 use crate::context::Context;
-use crate::controllers::roll::ordinal;
 use crate::crd::RedisSentinel;
-use crate::error::{Error, Result};
-use crate::k8s::labels;
+use crate::error::Result;
+use crate::k8s::pods::{component_pods, ordinal};
+use crate::k8s::{labels, secrets};
 use crate::stores::redis::{self as store, Endpoint};
-use k8s_openapi::api::core::v1::{Pod, Secret};
+use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
 
 /// The password Redis and Sentinel require, if auth is on.
-pub async fn password(ctx: &Context, rs: &RedisSentinel) -> Result<Option<String>> {
-    let Some((secret, key)) = build::password_ref(rs) else {
+pub async fn password(ctx: &Context, v: &Validated) -> Result<Option<String>> {
+    let Some((secret, key)) = &v.password else {
         return Ok(None);
     };
-    let api: Api<Secret> = ctx.namespaced(&rs.namespace().unwrap_or_default());
-    let s = api.get_opt(&secret).await?;
-    let value = s.and_then(|s| s.data).and_then(|d| {
-        d.get(&key)
-            .map(|v| String::from_utf8_lossy(&v.0).to_string())
-    });
     // The generated Secret may not be in place yet on the very first pass.
-    Ok(value)
+    secrets::read(&ctx.client, &v.owner.namespace, secret, key).await
 }
 
 /// The pod's address and whether a container runs now. A pod whose process is down still
@@ -45,20 +39,21 @@ fn address(p: &Pod) -> Option<(String, bool)> {
     Some((status.pod_ip.clone()?, up))
 }
 
-/// Pods of one component of `rs`, from the controller's pod cache.
-pub fn pods(ctx: &Context, rs: &RedisSentinel, component: &str) -> Vec<Arc<Pod>> {
-    crate::controllers::component_pods(&ctx.caches.redis_pods, rs, build::APP, component)
+/// Pods of one component of the RedisSentinel, from the controller's pod cache.
+pub fn pods(ctx: &Context, v: &Validated, component: &str) -> Vec<Arc<Pod>> {
+    let store = ctx.caches.owned.pods(KIND);
+    component_pods(&store, &v.owner.namespace, &v.owner.name, APP, component)
 }
 
 /// Asks every Redis and Sentinel pod what it knows, all at once. Pods whose process is down
 /// are kept, as unreachable.
 pub async fn observe(
     ctx: &Context,
-    rs: &RedisSentinel,
+    v: &Validated,
     password: &Option<String>,
 ) -> (Vec<RedisNode>, Vec<SentinelNode>) {
-    let group = rs.name_any();
-    let redis = futures::future::join_all(pods(ctx, rs, "redis").into_iter().filter_map(|p| {
+    let group = v.owner.name.clone();
+    let redis = futures::future::join_all(pods(ctx, v, REDIS).into_iter().filter_map(|p| {
         let (ip, up) = address(&p)?;
         let ep = Endpoint {
             ip: ip.clone(),
@@ -90,7 +85,7 @@ pub async fn observe(
         })
     }))
     .await;
-    let sentinels = futures::future::join_all(pods(ctx, rs, "sentinel").into_iter().filter_map(|p| {
+    let sentinels = futures::future::join_all(pods(ctx, v, SENTINEL).into_iter().filter_map(|p| {
         let (ip, up) = address(&p)?;
         let ep = Endpoint { ip: ip.clone(), port: SENTINEL_PORT as u16, password: password.clone() };
         let group = group.clone();
@@ -106,10 +101,6 @@ pub async fn observe(
     (redis, sentinels)
 }
 
-fn store_err(e: store::StoreError) -> Error {
-    Error::Store(e.to_string())
-}
-
 /// Sets a pod's role label; the master Service selects on it.
 pub async fn label(ctx: &Context, ns: &str, pod: &str, role: &str) -> Result<()> {
     let api: Api<Pod> = ctx.namespaced(ns);
@@ -123,13 +114,14 @@ pub async fn label(ctx: &Context, ns: &str, pod: &str, role: &str) -> Result<()>
 pub async fn execute(
     ctx: &Context,
     rs: &RedisSentinel,
+    v: &Validated,
     plan: &Plan,
     redis: &[RedisNode],
     sentinels: &[SentinelNode],
     password: &Option<String>,
 ) -> Result<Vec<String>> {
-    let ns = rs.namespace().unwrap_or_default();
-    let group = rs.name_any();
+    let ns = &v.owner.namespace;
+    let group = v.owner.name.clone();
     let Some(master) = plan
         .master
         .as_ref()
@@ -178,7 +170,7 @@ pub async fn execute(
     steps.sort_by_key(|s| match s {
         Step::Promote { .. } => 0,
         Step::Label {
-            role: "replica", ..
+            role: ROLE_REPLICA, ..
         } => 1,
         Step::Label { .. } => 2,
         Step::Follow { .. } => 3,
@@ -189,34 +181,30 @@ pub async fn execute(
         match step {
             Step::Promote { pod } => {
                 if let Some(ep) = redis_ep(pod) {
-                    store::replicaof(&ep, None).await.map_err(store_err)?;
+                    store::replicaof(&ep, None).await?;
                     done.push(format!("promoted {pod} to master"));
                 }
             }
             Step::Follow { pod } => {
                 if let Some(ep) = redis_ep(pod) {
-                    store::replicaof(&ep, Some((&master.ip, REDIS_PORT as u16)))
-                        .await
-                        .map_err(store_err)?;
+                    store::replicaof(&ep, Some((&master.ip, REDIS_PORT as u16))).await?;
                     done.push(format!("pointed {pod} at master {}", master.pod));
                 }
             }
             Step::Label { pod, role } => {
-                label(ctx, &ns, pod, role).await?;
+                label(ctx, ns, pod, role).await?;
                 done.push(format!("labelled {pod} {role}"));
             }
             Step::Monitor { sentinel } => {
                 if let Some(ep) = sentinel_ep(sentinel) {
-                    monitor(ep).await.map_err(store_err)?;
+                    monitor(ep).await?;
                     done.push(format!("Sentinel {sentinel} now monitors {}", master.pod));
                 }
             }
             Step::Remonitor { sentinel } => {
                 if let Some(ep) = sentinel_ep(sentinel) {
-                    store::sentinel(&ep, &["REMOVE", &group])
-                        .await
-                        .map_err(store_err)?;
-                    monitor(ep).await.map_err(store_err)?;
+                    store::sentinel(&ep, &["REMOVE", &group]).await?;
+                    monitor(ep).await?;
                     done.push(format!(
                         "Sentinel {sentinel} watched a stale address; now monitors {}",
                         master.pod
@@ -226,18 +214,14 @@ pub async fn execute(
             Step::Configure { sentinel, settings } => {
                 if let Some(ep) = sentinel_ep(sentinel) {
                     for (k, v) in settings {
-                        store::sentinel(&ep, &["SET", &group, k, v])
-                            .await
-                            .map_err(store_err)?;
+                        store::sentinel(&ep, &["SET", &group, k, v]).await?;
                     }
                     done.push(format!("Sentinel {sentinel} settings updated"));
                 }
             }
             Step::Reset { sentinel } => {
                 if let Some(ep) = sentinel_ep(sentinel) {
-                    store::sentinel(&ep, &["RESET", &group])
-                        .await
-                        .map_err(store_err)?;
+                    store::sentinel(&ep, &["RESET", &group]).await?;
                     done.push(format!(
                         "Sentinel {sentinel} reset to forget gone replicas and Sentinels"
                     ));
@@ -246,9 +230,4 @@ pub async fn execute(
         }
     }
     Ok(done)
-}
-
-/// The names used in status messages.
-pub fn names(rs: &RedisSentinel) -> Names {
-    Names::of(&rs.name_any())
 }

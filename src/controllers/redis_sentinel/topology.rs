@@ -3,6 +3,7 @@
 //! plan), conservative (nothing during a failover, one Sentinel reset at a time, never an
 //! empty node over one with data).
 
+use super::names::{ROLE_MASTER, ROLE_REPLICA};
 use crate::crd::redis_sentinel::RedisSentinelSpec;
 use crate::stores::redis::{Replication, SentinelView};
 use std::cmp::Reverse;
@@ -264,9 +265,9 @@ pub fn plan(spec: &RedisSentinelSpec, redis: &[RedisNode], sentinels: &[Sentinel
     }
     for n in redis {
         let role = if n.pod == master.pod {
-            "master"
+            ROLE_MASTER
         } else {
-            "replica"
+            ROLE_REPLICA
         };
         if n.role_label.as_deref() != Some(role) {
             steps.push(Step::Label {

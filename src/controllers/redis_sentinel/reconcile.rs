@@ -1,0 +1,198 @@
+//! The RedisSentinel pipeline: dereference → validate → build → apply and prune → act (heal
+//! replication and Sentinel monitoring, follow failovers, roll, read backup results) → status.
+
+use super::build::{self, Inputs};
+use super::names::{BACKUP, KIND};
+use super::rollout::{self, Observed};
+use super::status::{self, Topology};
+use super::validate::{self, Validated, World};
+use super::{follow, heal, topology};
+use crate::context::Context;
+use crate::controllers::{
+    Verdict, finish, finish_with_failures, instrumented, job_results, publish,
+};
+use crate::crd::RedisSentinel;
+use crate::crd::common::BackupStatus;
+use crate::error::Result;
+use crate::k8s::apply;
+use crate::k8s::cache::ChildCache;
+use crate::k8s::conditions::{Extra, Health};
+use crate::k8s::owner::Owner;
+use crate::k8s::secrets;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use std::sync::Arc;
+
+pub async fn reconcile(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Action> {
+    instrumented(rs, ctx, run).await
+}
+
+async fn run(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Action> {
+    ctx.redis_followers.sweep(&ctx.caches.redis_sentinels);
+    let owner = Owner::of(rs.as_ref(), KIND)?;
+    let world = dereference(&ctx, &rs, &owner).await?;
+    let v = match validate::validate(&rs, owner, &world) {
+        Ok(v) => v,
+        Err(stalled) => {
+            let verdict = Verdict {
+                extras: validate::warnings(&rs),
+                ..Verdict::new(stalled)
+            };
+            return finish(&ctx, rs.as_ref(), verdict, |_| {}).await;
+        }
+    };
+    let password = secrets::random_password()?;
+    let children = build::build(
+        &rs,
+        &v,
+        &Inputs {
+            generated_password: &password,
+        },
+    );
+    // Comparing against a cache still filling would rewrite what already exists.
+    ctx.synced.wait().await;
+    let cache = ctx.caches.owned.children(KIND);
+    let applied = apply::sync(&ctx.client, cache, &v.owner, &children).await;
+    let acted = act(&ctx, &rs, &v, cache).await?;
+    let mut extras = validate::warnings(&rs);
+    extras.extend(acted.backup_warning);
+    let requeue = if matches!(acted.health, Health::Ready { .. }) {
+        ctx.settings.safety_poll
+    } else {
+        ctx.settings.converging_poll
+    };
+    let verdict = Verdict {
+        health: acted.health,
+        extras,
+        requeue: Some(requeue),
+    };
+    let (topo, moved, last_backup) = (acted.topology, acted.master_moved, acted.last_backup);
+    let fill = |s: &mut _| status::fill(s, &v, cache, &topo, moved, last_backup);
+    if applied.failed.is_empty() {
+        finish(&ctx, rs.as_ref(), verdict, fill).await
+    } else {
+        finish_with_failures(&ctx, rs.as_ref(), verdict, applied.failed, fill).await
+    }
+}
+
+/// What the spec references, as found in the cluster.
+async fn dereference(ctx: &Context, rs: &RedisSentinel, owner: &Owner) -> Result<World> {
+    let mut world = World::default();
+    if let (true, Some(secret)) = (rs.spec.auth.enabled, &rs.spec.auth.existing_secret) {
+        let (found, _) = secrets::check(
+            &ctx.client,
+            &owner.namespace,
+            &secret.name,
+            Some(&secret.key),
+        )
+        .await?;
+        world.auth_secret = Some(found);
+    }
+    Ok(world)
+}
+
+/// What the data-plane steps found and did.
+struct Acted {
+    health: Health,
+    topology: Topology,
+    master_moved: bool,
+    last_backup: Option<BackupStatus>,
+    backup_warning: Option<Extra>,
+}
+
+/// The data plane: whatever runs is observed and repaired, ready or not (a failover happens
+/// exactly when pods are not ready); then the next rolling-update step; then backup results.
+async fn act(
+    ctx: &Context,
+    rs: &RedisSentinel,
+    v: &Validated,
+    cache: &ChildCache,
+) -> Result<Acted> {
+    let auth = heal::password(ctx, v).await?;
+    let (redis, sentinels) = heal::observe(ctx, v, &auth).await;
+    let handles = follow::Handles {
+        client: ctx.client.clone(),
+        pods: ctx.caches.owned.pods(KIND),
+        trigger: ctx.redis_trigger.clone(),
+        metrics: ctx.metrics.clone(),
+    };
+    let sentinel_ips = sentinels.iter().map(|s| s.ip.clone()).collect();
+    let (ns, name) = (&v.owner.namespace, &v.owner.name);
+    ctx.redis_followers
+        .ensure(&handles, ns, name, sentinel_ips, auth.clone());
+    let plan = topology::plan(&rs.spec, &redis, &sentinels);
+    tracing::debug!(master = ?plan.master, steps = plan.steps.len(), hold = ?plan.hold, "planned");
+    if let Some(why) = &plan.decision {
+        publish(
+            ctx,
+            rs,
+            EventType::Warning,
+            "SplitBrainResolved",
+            "Heal",
+            why,
+        )
+        .await;
+    }
+    let done = heal::execute(ctx, rs, v, &plan, &redis, &sentinels, &auth).await?;
+    if !done.is_empty() {
+        tracing::info!(actions = ?done, "repaired replication");
+        let note = done.join("; ");
+        publish(ctx, rs, EventType::Normal, "Repaired", "Heal", &note).await;
+    }
+    let topo = status::topology_of(rs, &plan, &redis, &sentinels);
+    let previous = rs.status.as_ref().and_then(|s| s.master.as_ref());
+    let moved = match (previous, &topo.master) {
+        (Some(old), Some((new, _))) if old.pod != *new => {
+            let note = format!("master moved from {} to {new}", old.pod);
+            publish(
+                ctx,
+                rs,
+                EventType::Normal,
+                "MasterChanged",
+                "Failover",
+                &note,
+            )
+            .await;
+            true
+        }
+        _ => false,
+    };
+    let health = status::assess(rs, status::rollout(rs, v, cache), &plan, &topo);
+    let seen = Observed {
+        plan: &plan,
+        redis: &redis,
+        sentinels: &sentinels,
+        auth: &auth,
+    };
+    let health = rollout::roll_forward(ctx, rs, v, cache, &seen, health).await?;
+    let backup_pods = heal::pods(ctx, v, BACKUP);
+    let backup_pods: Vec<_> = backup_pods.iter().map(AsRef::as_ref).collect();
+    let (last_backup, backup_warning) = job_results::last(&backup_pods);
+    let previous = rs.status.as_ref().and_then(|s| s.last_backup.as_ref());
+    if let Some(b) = &last_backup
+        && previous.and_then(|p| p.job.as_ref()) != b.job.as_ref()
+    {
+        let note = format!(
+            "backup {} ({} bytes) written by Job {}",
+            b.file.as_deref().unwrap_or("?"),
+            b.size_bytes.unwrap_or(0),
+            b.job.as_deref().unwrap_or("?")
+        );
+        publish(
+            ctx,
+            rs,
+            EventType::Normal,
+            "BackupSucceeded",
+            "Backup",
+            &note,
+        )
+        .await;
+    }
+    Ok(Acted {
+        health,
+        topology: topo,
+        master_moved: moved,
+        last_backup,
+        backup_warning,
+    })
+}

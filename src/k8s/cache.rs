@@ -1,0 +1,125 @@
+//! Caches of the objects the controllers own, filled by their own watches: children per owner
+//! kind (the apply path compares against them, pruning finds by owner uid in them) and the
+//! pods of each kind's workloads.
+
+use super::children::ChildKind;
+use super::labels;
+use super::sync::Synced;
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::DynamicObject;
+use kube::runtime::reflector::{self, ObjectRef, Store};
+use kube::runtime::{Controller, WatchStreamExt, watcher};
+use kube::{Api, Client, Resource};
+use std::collections::BTreeMap;
+use std::fmt::Debug;
+use std::sync::Arc;
+
+/// Children of one owner kind, one store per child kind.
+#[derive(Clone, Default)]
+pub struct ChildCache {
+    stores: BTreeMap<ChildKind, Store<DynamicObject>>,
+}
+
+impl ChildCache {
+    pub fn get(&self, kind: ChildKind, ns: &str, name: &str) -> Option<Arc<DynamicObject>> {
+        let store = self.stores.get(&kind)?;
+        store.get(&ObjectRef::new_with(name, kind.api_resource()).within(ns))
+    }
+
+    /// Children of `kind` in `ns` whose controller is the object with `owner_uid`.
+    pub fn owned(&self, kind: ChildKind, ns: &str, owner_uid: &str) -> Vec<Arc<DynamicObject>> {
+        let Some(store) = self.stores.get(&kind) else {
+            return Vec::new();
+        };
+        store
+            .state()
+            .into_iter()
+            .filter(|o| o.metadata.namespace.as_deref() == Some(ns))
+            .filter(|o| {
+                o.metadata
+                    .owner_references
+                    .iter()
+                    .flatten()
+                    .any(|r| r.controller == Some(true) && r.uid == owner_uid)
+            })
+            .collect()
+    }
+
+    pub fn kinds(&self) -> impl Iterator<Item = ChildKind> + '_ {
+        self.stores.keys().copied()
+    }
+}
+
+/// Every controller's caches, by owner kind (`RedisSentinel`, ...).
+#[derive(Clone, Default)]
+pub struct OwnedCaches {
+    children: BTreeMap<&'static str, ChildCache>,
+    pods: BTreeMap<&'static str, Store<Pod>>,
+    /// Answers for a kind that watches nothing of that sort: always empty.
+    none: ChildCache,
+}
+
+impl OwnedCaches {
+    pub fn insert(
+        &mut self,
+        owner_kind: &'static str,
+        children: ChildCache,
+        pods: Option<Store<Pod>>,
+    ) {
+        self.children.insert(owner_kind, children);
+        if let Some(p) = pods {
+            self.pods.insert(owner_kind, p);
+        }
+    }
+
+    /// The children of every object of `owner_kind`.
+    pub fn children(&self, owner_kind: &str) -> &ChildCache {
+        self.children.get(owner_kind).unwrap_or(&self.none)
+    }
+
+    /// The pods of every object of `owner_kind`; empty if that kind watches no pods.
+    pub fn pods(&self, owner_kind: &str) -> Store<Pod> {
+        match self.pods.get(owner_kind) {
+            Some(p) => p.clone(),
+            None => reflector::store::Writer::default().as_reader(),
+        }
+    }
+}
+
+/// Adds to `ctl` a watch per child kind (only children labelled as owned by `owner_kind`),
+/// so that a change to a child reconciles its owner, and returns the caches they fill.
+pub fn watch_children<K>(
+    mut ctl: Controller<K>,
+    client: &Client,
+    namespace: Option<&str>,
+    owner_kind: &str,
+    kinds: &[ChildKind],
+    synced: &Synced,
+) -> (Controller<K>, ChildCache)
+where
+    K: Resource<DynamicType = ()>
+        + Clone
+        + Debug
+        + serde::de::DeserializeOwned
+        + Send
+        + Sync
+        + 'static,
+{
+    let mut cache = ChildCache::default();
+    for kind in kinds {
+        let ar = kind.api_resource();
+        let api: Api<DynamicObject> = match namespace {
+            Some(ns) => Api::namespaced_with(client.clone(), ns, &ar),
+            None => Api::all_with(client.clone(), &ar),
+        };
+        let wc = watcher::Config::default().labels(&labels::owned_by_kind(owner_kind));
+        let writer = reflector::store::Writer::new(ar.clone());
+        cache.stores.insert(*kind, writer.as_reader());
+        let stream = synced
+            .track(reflector::reflector(writer, watcher::watcher(api, wc)).default_backoff())
+            .touched_objects();
+        ctl = ctl.owns_stream_with(stream.boxed(), ar);
+    }
+    (ctl, cache)
+}
