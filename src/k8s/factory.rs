@@ -6,7 +6,7 @@ use super::labels;
 use super::owner::Owner;
 use crate::crd::common::SchedulingSpec;
 use k8s_openapi::api::core::v1::ResourceRequirements;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
@@ -70,6 +70,28 @@ impl Factory {
             object,
             initial: None,
         }
+    }
+
+    /// Typed metadata of a child: name, namespace, labels, the owner reference.
+    pub fn object_meta(&self, name: &str, component: &str) -> ObjectMeta {
+        ObjectMeta {
+            name: Some(name.into()),
+            namespace: Some(self.ns.clone()),
+            labels: Some(self.labels(component)),
+            owner_references: Some(self.owner.clone()),
+            ..ObjectMeta::default()
+        }
+    }
+
+    /// A child from a typed Kubernetes object.
+    pub fn typed<T>(&self, kind: ChildKind, obj: &T) -> crate::error::Result<Child>
+    where
+        T: serde::Serialize + kube::Resource<DynamicType = ()>,
+    {
+        Child::new(kind, obj).map_err(|source| crate::error::Error::Serialize {
+            what: format!("{kind:?}/{}", obj.meta().name.as_deref().unwrap_or_default()),
+            source,
+        })
     }
 
     /// A Secret created once with `data` (string values) and afterwards only labelled and

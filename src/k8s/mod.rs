@@ -11,6 +11,7 @@ pub mod factory;
 pub mod labels;
 pub mod owner;
 pub mod pods;
+pub mod podspec;
 pub mod secrets;
 pub mod status;
 pub mod sync;
