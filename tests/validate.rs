@@ -1,9 +1,11 @@
 //! Validation is pure: YAML fixtures in, verdicts out, no cluster.
 
 use guestbook_operator::context::Caches;
+use guestbook_operator::controllers::apps::stores;
+use guestbook_operator::controllers::guestbook::validate as gb_validate;
 use guestbook_operator::controllers::patroni_cluster::validate as patroni;
 use guestbook_operator::controllers::redis_sentinel::validate as redis;
-use guestbook_operator::controllers::{guestbook, vote_app};
+use guestbook_operator::controllers::vote_app::validate as va_validate;
 use guestbook_operator::crd::{Guestbook, PatroniCluster, RedisSentinel, VoteApp};
 use guestbook_operator::k8s::conditions::Health;
 use guestbook_operator::k8s::owner::Owner;
@@ -160,47 +162,77 @@ fn patroni_stock_credentials_are_flagged() {
 #[test]
 fn only_the_oldest_guestbook_in_a_namespace_proceeds() {
     let all: Vec<Guestbook> = load("tests/fixtures/valid/guestbooks-same-namespace.yaml");
-    let cache = RedisSentinel::new("cache", Default::default());
-    let mut cache = cache;
+    let mut cache = RedisSentinel::new("cache", Default::default());
     cache.metadata.namespace = Some("shop".into());
+    cache.spec.auth.enabled = false;
     let caches = Caches::from_objects(vec![cache], vec![], all.clone(), vec![]);
-    let by_name = |n: &str| {
-        all.iter()
+    let validate = |n: &str| {
+        let mut gb = all
+            .iter()
             .find(|g| g.metadata.name.as_deref() == Some(n))
             .expect("fixture")
+            .clone();
+        let o = owner(&mut gb, "Guestbook");
+        gb_validate::validate(&gb, o, &caches)
     };
 
-    let (v, store) = guestbook::validate(by_name("second"), &caches);
-    assert_eq!(reason(&v.health), "NamespaceConflict");
+    let h = health(validate("second"));
+    assert_eq!(reason(&h), "NamespaceConflict");
     assert!(
-        v.health.message().contains("Guestbook \"first\""),
+        h.message().contains("Guestbook \"first\""),
         "{}",
-        v.health.message()
+        h.message()
     );
-    assert_eq!(store, "cache");
 
-    let (v, _) = guestbook::validate(by_name("first"), &caches);
-    assert_eq!(reason(&v.health), "NotYetManaged", "{v:?}");
+    let v = validate("first").expect("the oldest proceeds");
+    assert_eq!(v.store.name, "cache");
+    assert!(v.redis.exists && !v.store.owned);
 
     // Another namespace is independent, and an inline store is named after the app.
-    let (v, store) = guestbook::validate(by_name("elsewhere"), &caches);
-    assert_eq!(reason(&v.health), "NotYetManaged");
-    assert_eq!(store, "elsewhere-redis");
+    let v = validate("elsewhere").expect("another namespace");
+    assert_eq!(v.store.name, "elsewhere-redis");
+    assert!(v.store.owned);
 }
 
 #[test]
 fn a_referenced_store_that_does_not_exist_is_waited_for() {
     let all: Vec<Guestbook> = load("tests/fixtures/valid/guestbooks-same-namespace.yaml");
-    let first = all
+    let mut first = all
         .iter()
         .find(|g| g.metadata.name.as_deref() == Some("first"))
         .expect("fixture")
         .clone();
     let caches = Caches::from_objects(vec![], vec![], vec![first.clone()], vec![]);
-    let (v, _) = guestbook::validate(&first, &caches);
-    assert!(matches!(v.health, Health::Progressing { .. }), "{v:?}");
-    assert_eq!(reason(&v.health), "WaitingForStore");
-    assert!(v.health.message().contains("spec.redis.name"));
+    let o = owner(&mut first, "Guestbook");
+    let v = gb_validate::validate(&first, o, &caches).expect("valid");
+    let h = stores::waiting_for(
+        "RedisSentinel",
+        "spec.redis",
+        &v.redis.status,
+        v.redis.exists,
+        "shop",
+    )
+    .expect("waits for the store");
+    assert!(matches!(h, Health::Progressing { .. }), "{h:?}");
+    assert_eq!(reason(&h), "WaitingForStore");
+    assert!(h.message().contains("spec.redis.name"));
+}
+
+#[test]
+fn a_stock_frontend_cannot_use_a_store_that_wants_a_password() {
+    let all: Vec<Guestbook> = load("tests/fixtures/valid/guestbooks-same-namespace.yaml");
+    let mut first = all
+        .iter()
+        .find(|g| g.metadata.name.as_deref() == Some("first"))
+        .expect("fixture")
+        .clone();
+    let mut cache = RedisSentinel::new("cache", Default::default());
+    cache.metadata.namespace = Some("shop".into());
+    let caches = Caches::from_objects(vec![cache], vec![], vec![first.clone()], vec![]);
+    let o = owner(&mut first, "Guestbook");
+    let h = health(gb_validate::validate(&first, o, &caches));
+    assert_eq!(reason(&h), "StoreNeedsPassword", "{h:?}");
+    assert!(h.message().starts_with("spec.redis"), "{}", h.message());
 }
 
 #[test]
@@ -208,16 +240,14 @@ fn an_inline_store_never_takes_over_a_foreign_one() {
     let mut app: VoteApp = one("manifests/examples/voteapp.yaml");
     app.metadata.namespace = Some("polls".into());
     app.metadata.uid = Some("u-vote".into());
+    let o = owner(&mut app, "VoteApp");
     let mut foreign = RedisSentinel::new("vote-redis", Default::default());
     foreign.metadata.namespace = Some("polls".into());
+    foreign.spec.auth.enabled = false;
     let caches = Caches::from_objects(vec![foreign.clone()], vec![], vec![], vec![app.clone()]);
-    let (v, redis, postgres) = vote_app::validate(&app, &caches);
-    assert_eq!(reason(&v.health), "StoreNameTaken");
-    assert!(v.health.message().contains("spec.redis"));
-    assert_eq!(
-        (redis.as_str(), postgres.as_str()),
-        ("vote-redis", "vote-db")
-    );
+    let h = health(va_validate::validate(&app, o.clone(), &caches));
+    assert_eq!(reason(&h), "StoreNameTaken");
+    assert!(h.message().contains("spec.redis"));
 
     // The same store, owned by this app, is its own.
     foreign.metadata.owner_references = Some(vec![OwnerReference {
@@ -229,6 +259,21 @@ fn an_inline_store_never_takes_over_a_foreign_one() {
         block_owner_deletion: Some(true),
     }]);
     let caches = Caches::from_objects(vec![foreign], vec![], vec![], vec![app.clone()]);
-    let (v, _, _) = vote_app::validate(&app, &caches);
-    assert_eq!(reason(&v.health), "NotYetManaged", "{v:?}");
+    let v = va_validate::validate(&app, o, &caches).expect("its own store");
+    let redis = v.redis_store.expect("a shared queue");
+    assert_eq!((redis.name.as_str(), redis.owned), ("vote-redis", true));
+    assert_eq!(v.postgres_store.name, "vote-db");
+}
+
+#[test]
+fn stock_images_need_stock_postgres_credentials() {
+    let mut app: VoteApp = one("manifests/examples/voteapp.yaml");
+    if let Some(pg) = app.spec.postgres.spec.as_mut() {
+        pg.auth.stock_app_credentials = false;
+    }
+    let o = owner(&mut app, "VoteApp");
+    let caches = Caches::from_objects(vec![], vec![], vec![], vec![app.clone()]);
+    let h = health(va_validate::validate(&app, o, &caches));
+    assert_eq!(reason(&h), "StoreCredentials", "{h:?}");
+    assert!(h.message().contains("stockAppCredentials"));
 }

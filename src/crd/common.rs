@@ -283,6 +283,75 @@ fn default_path() -> String {
     "/".into()
 }
 
+/// A Gateway API `HTTPRoute` for one tier (`gateway.networking.k8s.io/v1`): the route is
+/// created only where the Gateway API is installed, else the condition `GatewayAPIMissing` says
+/// so.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct HttpRouteSpec {
+    /// Gateways (or their listeners) the route attaches to.
+    #[schemars(length(min = 1, max = 32))]
+    pub parent_refs: Vec<GatewayRef>,
+    /// Host names the route answers for; all of the Gateway's when empty.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    #[schemars(length(max = 16))]
+    pub hostnames: Vec<String>,
+    /// URL path prefix.
+    #[serde(default = "default_path")]
+    #[schemars(length(max = 253))]
+    #[x_kube(validation = Rule::new("self.startsWith('/')").message("must start with '/'"))]
+    pub path: String,
+}
+
+/// A Gateway a route attaches to.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct GatewayRef {
+    /// Name of the Gateway.
+    #[schemars(length(min = 1, max = 253))]
+    pub name: String,
+    /// Namespace of the Gateway; the route's own when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 63))]
+    pub namespace: Option<String>,
+    /// One listener of the Gateway; all of them when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(length(max = 253))]
+    pub section_name: Option<String>,
+}
+
+/// Pods of one tier of an app, from its Deployment's status.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct TierStatus {
+    /// Pods wanted (the spec's count, or the autoscaler's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub replicas: Option<i32>,
+    /// Pods available.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub available_replicas: Option<i32>,
+    /// Pods running the current template.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub updated_replicas: Option<i32>,
+}
+
+/// A store an app uses, as the app sees it.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreStatus {
+    /// Name of the store resource.
+    pub name: String,
+    /// Whether the app owns it (declared inline) or references it.
+    #[serde(default)]
+    pub owned: bool,
+    /// Whether the store reports Ready.
+    #[serde(default)]
+    pub ready: bool,
+    /// The store's own Ready reason.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reason: Option<String>,
+}
+
 /// A key in a Secret of the resource's namespace.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]

@@ -1,8 +1,8 @@
 //! `Guestbook`: the stateless guestbook front end on a Redis store.
 
 use super::common::{
-    AutoscalingSpec, IMAGE_RULE, IngressSpec, Resources, SchedulingSpec, ServiceSpec,
-    conditions_schema,
+    AutoscalingSpec, HttpRouteSpec, IMAGE_RULE, IngressSpec, Resources, SchedulingSpec,
+    ServiceSpec, StoreStatus, TierStatus, conditions_schema,
 };
 use super::redis_sentinel::RedisSentinelSpec;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
@@ -47,6 +47,10 @@ pub struct GuestbookSpec {
     /// Expose the app (the proxy when enabled, else the frontend) through an Ingress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<IngressSpec>,
+    /// Expose the app (the proxy when enabled, else the frontend) through a Gateway API
+    /// HTTPRoute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_route: Option<HttpRouteSpec>,
     /// The Redis store: a reference to an existing RedisSentinel, or an inline one the Guestbook owns.
     pub redis: RedisStoreBinding,
     /// Names of the Services the frontend image connects to.
@@ -132,6 +136,9 @@ pub struct ProxySpec {
     #[serde(default = "default_burst")]
     #[schemars(range(min = 0, max = 100000))]
     pub burst: i32,
+    /// Scale with a HorizontalPodAutoscaler instead of a fixed `replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<AutoscalingSpec>,
     /// Compute resources of the proxy container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::common::resources_schema")]
@@ -227,4 +234,16 @@ pub struct GuestbookStatus {
     /// Name of the RedisSentinel in use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub redis_store: Option<String>,
+    /// The frontend tier.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub frontend: Option<TierStatus>,
+    /// The proxy tier, when there is one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub proxy: Option<TierStatus>,
+    /// The Redis store, as the app sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<StoreStatus>,
+    /// The Service the app is reached through (the proxy's when there is one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub entry_service: Option<String>,
 }

@@ -1,8 +1,8 @@
 //! `VoteApp`: the voting app (vote, result, worker) on Redis and PostgreSQL stores.
 
 use super::common::{
-    AutoscalingSpec, IMAGE_RULE, IngressSpec, Resources, SchedulingSpec, ServiceSpec,
-    conditions_schema,
+    AutoscalingSpec, HttpRouteSpec, IMAGE_RULE, IngressSpec, Resources, SchedulingSpec,
+    ServiceSpec, StoreStatus, TierStatus, conditions_schema,
 };
 use super::guestbook::RedisStoreBinding;
 use super::patroni_cluster::PatroniClusterSpec;
@@ -36,7 +36,8 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Postgres", type_ = "string", json_path = ".status.postgresStore", priority = 1),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters: it prefixes the names of the objects the operator creates")
+    validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters: it prefixes the names of the objects the operator creates"),
+    validation = Rule::new("has(self.spec.redis) || (has(self.spec.queue) && self.spec.queue.mode == 'PerPod')").message("spec.redis is required unless spec.queue.mode is PerPod (votes then queue in each vote pod)")
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VoteAppSpec {
@@ -49,8 +50,12 @@ pub struct VoteAppSpec {
     /// The .NET worker that moves votes from Redis to PostgreSQL.
     #[serde(default)]
     pub worker: WorkerSpec,
-    /// The Redis store that queues votes.
-    pub redis: RedisStoreBinding,
+    /// The Redis store that queues votes (not needed when `queue.mode` is `PerPod`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redis: Option<RedisStoreBinding>,
+    /// Where votes wait between the vote tier and the worker.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue: Option<QueueSpec>,
     /// The PostgreSQL store that keeps the tally.
     pub postgres: PostgresStoreBinding,
     /// Placement of the app's pods.
@@ -137,6 +142,9 @@ pub struct WebTierSpec {
     /// Expose the tier through an Ingress.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ingress: Option<IngressSpec>,
+    /// Expose the tier through a Gateway API HTTPRoute.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub http_route: Option<HttpRouteSpec>,
 }
 
 impl Default for WebTierSpec {
@@ -149,6 +157,7 @@ impl Default for WebTierSpec {
             autoscaling: None,
             service: ServiceSpec::default(),
             ingress: None,
+            http_route: None,
         }
     }
 }
@@ -185,10 +194,14 @@ pub struct WorkerSpec {
     #[schemars(length(min = 1, max = 512))]
     #[x_kube(validation = Rule::new(IMAGE_RULE).message("must be an image reference without spaces"))]
     pub image: String,
-    /// Worker pod count. Votes are upserted by voter id, so several workers are safe.
+    /// Worker pod count when not scaled on the queue. Votes are upserted by voter id, so
+    /// several workers are safe.
     #[serde(default = "one")]
     #[schemars(range(min = 0, max = 100))]
     pub replicas: i32,
+    /// Scale the workers on the length of the `votes` queue instead of a fixed `replicas`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub autoscaling: Option<QueueAutoscalingSpec>,
     /// Compute resources of the worker container.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::common::resources_schema")]
@@ -200,9 +213,78 @@ impl Default for WorkerSpec {
         Self {
             image: default_worker_image(),
             replicas: 1,
+            autoscaling: None,
             resources: None,
         }
     }
+}
+
+/// Worker replicas from the queue's length, read by the operator from the Redis master:
+/// `ceil(length / targetQueueLength)` within the bounds, up at once, down one step at a time
+/// once the queue has fallen well below what one fewer worker would handle.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("self.minReplicas <= self.maxReplicas").message("minReplicas must not exceed maxReplicas").field_path(".minReplicas"))]
+pub struct QueueAutoscalingSpec {
+    /// Fewest workers.
+    #[serde(default = "one")]
+    #[schemars(range(min = 0, max = 100))]
+    pub min_replicas: i32,
+    /// Most workers.
+    #[schemars(range(min = 1, max = 100))]
+    pub max_replicas: i32,
+    /// Queued votes one worker is expected to keep up with.
+    #[serde(default = "default_target_queue")]
+    #[schemars(range(min = 1, max = 1000000))]
+    pub target_queue_length: i64,
+}
+
+fn default_target_queue() -> i64 {
+    100
+}
+
+/// Where votes wait for the worker.
+#[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct QueueSpec {
+    /// `Shared`: every vote pod queues into the Redis store's master (the `redis` Service).
+    /// `PerPod`: each vote pod carries its own Redis and worker sidecars and drains into
+    /// PostgreSQL itself, so vote pods scale to any number with no central queue.
+    #[serde(default)]
+    pub mode: QueueMode,
+    /// Image of the per-pod Redis sidecar (`PerPod` only).
+    #[serde(default = "default_queue_redis_image")]
+    #[schemars(length(min = 1, max = 512))]
+    #[x_kube(validation = Rule::new(IMAGE_RULE).message("must be an image reference without spaces"))]
+    pub redis_image: String,
+    /// Compute resources of each sidecar (`PerPod` only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "super::common::resources_schema")]
+    pub resources: Resources,
+}
+
+impl Default for QueueSpec {
+    fn default() -> Self {
+        Self {
+            mode: QueueMode::Shared,
+            redis_image: default_queue_redis_image(),
+            resources: None,
+        }
+    }
+}
+
+fn default_queue_redis_image() -> String {
+    "docker.io/library/redis:7.2".into()
+}
+
+/// See [`QueueSpec::mode`].
+#[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
+pub enum QueueMode {
+    /// One queue in the Redis store, shared by every vote pod.
+    #[default]
+    Shared,
+    /// A queue in every vote pod.
+    PerPod,
 }
 
 /// A PostgreSQL store for an app: exactly one of `name` (an existing PatroniCluster in the same
@@ -246,16 +328,17 @@ pub struct VoteAppStatus {
     /// Name of the PatroniCluster in use.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub postgres_store: Option<String>,
-}
-
-/// Replica counts of one tier.
-#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
-#[serde(rename_all = "camelCase")]
-pub struct TierStatus {
-    /// Pods wanted.
+    /// The Redis store, as the app sees it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub replicas: Option<i32>,
-    /// Pods available.
+    pub redis: Option<StoreStatus>,
+    /// The PostgreSQL store, as the app sees it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub available_replicas: Option<i32>,
+    pub postgres: Option<StoreStatus>,
+    /// Votes waiting in the shared queue when last read.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub queue_length: Option<i64>,
+    /// The PostgreSQL primary the result tier was last started against: the stock result
+    /// image never reconnects, so the operator restarts it when the primary changes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_primary: Option<String>,
 }

@@ -118,6 +118,18 @@ pub async fn sync(
     owner: &Owner,
     desired: &[Child],
 ) -> Applied {
+    sync_keeping(client, cache, owner, desired, &[]).await
+}
+
+/// [`sync`], never pruning children of the kinds in `keep` (an app's stores: letting go of one
+/// is a decision of its own, see [`crate::controllers::apps::handoff`]).
+pub async fn sync_keeping(
+    client: &Client,
+    cache: &ChildCache,
+    owner: &Owner,
+    desired: &[Child],
+    keep: &[ChildKind],
+) -> Applied {
     let mut out = Applied::default();
     let mut sorted: Vec<&Child> = desired.iter().collect();
     sorted.sort_by_key(|c| c.kind);
@@ -127,7 +139,7 @@ pub async fn sync(
                 .push(ChildFailure::new(child.kind, &child.name, "apply", error));
         }
     }
-    prune(client, cache, owner, desired, &mut out).await;
+    prune(client, cache, owner, desired, keep, &mut out).await;
     if out.changed() {
         tracing::info!(written = ?out.written, pruned = ?out.pruned, "children applied");
     }
@@ -199,12 +211,14 @@ async fn prune(
     cache: &ChildCache,
     owner: &Owner,
     desired: &[Child],
+    keep: &[ChildKind],
     out: &mut Applied,
 ) {
     let wanted: BTreeSet<(ChildKind, &str)> =
         desired.iter().map(|c| (c.kind, c.name.as_str())).collect();
     let ns = &owner.namespace;
-    for kind in cache.kinds().collect::<Vec<_>>().into_iter().rev() {
+    let kinds: Vec<ChildKind> = cache.kinds().filter(|k| !keep.contains(k)).collect();
+    for kind in kinds.into_iter().rev() {
         for obj in cache.owned(kind, ns, &owner.uid) {
             let name = obj.metadata.name.clone().unwrap_or_default();
             if wanted.contains(&(kind, name.as_str())) || obj.metadata.deletion_timestamp.is_some()

@@ -323,6 +323,12 @@ pub async fn switch_master(ep: &Endpoint) -> Result<impl Stream<Item = SwitchMas
     }))
 }
 
+/// The length of list `key` (0 when it does not exist): how many votes wait in the queue.
+pub async fn list_length(ep: &Endpoint, key: &str) -> Result<i64, StoreError> {
+    let mut con = ep.connect().await?;
+    ep.query(&mut con, redis::cmd("LLEN").arg(key)).await
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

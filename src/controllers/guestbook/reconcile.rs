@@ -1,0 +1,101 @@
+//! The Guestbook pipeline: validate (against the cached stores and siblings) → build → hand
+//! over (replicas to autoscalers, stores no longer declared to the user) → apply and prune →
+//! routes → status.
+
+use super::build::{self, Built};
+use super::names::KIND;
+use super::status;
+use super::validate::{self, Validated};
+use crate::context::Context;
+use crate::controllers::apps::{handoff, route};
+use crate::controllers::{Verdict, finish, finish_with_failures, instrumented, publish};
+use crate::crd::Guestbook;
+use crate::error::Result;
+use crate::k8s::apply;
+use crate::k8s::cache::ChildCache;
+use crate::k8s::children::ChildKind;
+use crate::k8s::conditions::Health;
+use crate::k8s::owner::Owner;
+use kube::runtime::controller::Action;
+use kube::runtime::events::EventType;
+use std::sync::Arc;
+
+pub async fn reconcile(gb: Arc<Guestbook>, ctx: Arc<Context>) -> Result<Action> {
+    instrumented(gb, ctx, run).await
+}
+
+async fn run(gb: Arc<Guestbook>, ctx: Arc<Context>) -> Result<Action> {
+    let owner = Owner::of(gb.as_ref(), KIND)?;
+    // Validation reads the caches of stores and siblings: they must have listed.
+    ctx.synced.wait().await;
+    let v = match validate::validate(&gb, owner, &ctx.caches) {
+        Ok(v) => v,
+        Err(stalled) => return finish(&ctx, gb.as_ref(), Verdict::new(stalled), |_| {}).await,
+    };
+    let Built { children, routes } = build::build(&gb, &v)?;
+    let cache = ctx.caches.owned.children(KIND);
+    hand_over(&ctx, &gb, &v, cache).await?;
+    let keep = [ChildKind::RedisSentinel];
+    let applied = apply::sync_keeping(&ctx.client, cache, &v.owner, &children, &keep).await;
+    let routes = route::sync(&ctx.client, &v.owner, &routes).await?;
+    let tiers = status::tiers(&gb, &v, cache);
+    let health = if routes.api_missing {
+        Health::stalled(
+            "GatewayAPIMissing",
+            "spec.httpRoute: this cluster does not serve gateway.networking.k8s.io/v1 HTTPRoutes; install the Gateway API CRDs or remove spec.httpRoute",
+        )
+    } else {
+        status::assess(&v, cache, &tiers)
+    };
+    let verdict = Verdict::new(health);
+    let fill = |s: &mut _| status::fill(s, &gb, &v, tiers);
+    if applied.failed.is_empty() {
+        finish(&ctx, gb.as_ref(), verdict, fill).await
+    } else {
+        finish_with_failures(&ctx, gb.as_ref(), verdict, applied.failed, fill).await
+    }
+}
+
+/// Replicas of autoscaled tiers to their autoscalers; stores the spec stopped declaring to
+/// the user.
+async fn hand_over(ctx: &Context, gb: &Guestbook, v: &Validated, cache: &ChildCache) -> Result<()> {
+    let ns = &v.owner.namespace;
+    if gb.spec.frontend.autoscaling.is_some() {
+        handoff::replicas_to_autoscaler(&ctx.client, cache, ns, &v.names.frontend).await?;
+    }
+    if gb
+        .spec
+        .proxy
+        .as_ref()
+        .is_some_and(|p| p.autoscaling.is_some())
+    {
+        handoff::replicas_to_autoscaler(&ctx.client, cache, ns, &v.names.proxy).await?;
+    }
+    let wanted: Vec<&str> = match v.store.owned {
+        true => vec![v.store.name.as_str()],
+        false => Vec::new(),
+    };
+    let released = handoff::release_stores(
+        &ctx.client,
+        cache,
+        &v.owner,
+        ChildKind::RedisSentinel,
+        &wanted,
+    )
+    .await?;
+    for name in released {
+        let note = format!(
+            "RedisSentinel {name} is no longer declared in spec.redis.spec; it keeps running with its data and is no longer owned by this Guestbook: delete it yourself when it is not needed"
+        );
+        publish(
+            ctx,
+            gb,
+            EventType::Normal,
+            "StoreReleased",
+            "Release",
+            &note,
+        )
+        .await;
+    }
+    Ok(())
+}
