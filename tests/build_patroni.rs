@@ -40,7 +40,7 @@ fn yaml_of(pc: &PatroniCluster) -> String {
 #[test]
 fn snapshots() {
     for f in ["patroni-default", "patroni-maximal", "patroni-stock"] {
-        assert_snapshot(&format!("{f}.yaml"), &render(&built(f)));
+        assert_snapshot(f, &render(&built(f)));
     }
 }
 

@@ -32,7 +32,7 @@ fn find<'a>(children: &'a [Child], kind: ChildKind, name: &str) -> &'a Value {
 #[test]
 fn snapshots() {
     for f in ["redis-default", "redis-maximal", "redis-no-auth"] {
-        assert_snapshot(&format!("{f}.yaml"), &render(&built(f)));
+        assert_snapshot(f, &render(&built(f)));
     }
 }
 

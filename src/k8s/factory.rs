@@ -1,13 +1,25 @@
-//! Pure helpers every builder uses: metadata of a child (labels, owner reference), and the pod
-//! settings all our store pods share (restricted security, placement, resources).
+//! Pure helpers every builder uses: the metadata of a child (labels, owner reference), a typed
+//! object as a child, and the children every store has alike (generated Secrets, Services,
+//! disruption budgets, data claims).
 
 use super::children::{Child, ChildKind};
 use super::labels;
 use super::owner::Owner;
-use crate::crd::common::SchedulingSpec;
-use k8s_openapi::api::core::v1::ResourceRequirements;
+use super::podspec::match_labels;
+use crate::crd::common::{ClaimRetention, StorageSpec};
+use crate::error::Result;
+use k8s_openapi::api::apps::v1::{
+    StatefulSet, StatefulSetPersistentVolumeClaimRetentionPolicy, StatefulSetSpec,
+    StatefulSetUpdateStrategy,
+};
+use k8s_openapi::api::core::v1::{
+    PersistentVolumeClaim, PersistentVolumeClaimSpec, PodSpec, PodTemplateSpec, Secret, Service,
+    ServicePort, ServiceSpec, VolumeResourceRequirements,
+};
+use k8s_openapi::api::policy::v1::{PodDisruptionBudget, PodDisruptionBudgetSpec};
+use k8s_openapi::apimachinery::pkg::api::resource::Quantity;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
-use serde_json::{Value, json};
+use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
 /// Builds children of one custom resource: `app` names the store or app kind
@@ -47,31 +59,6 @@ impl Factory {
         labels::selector(self.app, &self.instance, component)
     }
 
-    pub fn meta(&self, name: &str, component: &str) -> Value {
-        json!({
-            "name": name,
-            "namespace": self.ns,
-            "labels": self.labels(component),
-            "ownerReferences": self.owner,
-        })
-    }
-
-    /// A child from a JSON object without apiVersion/kind (added from `kind`).
-    pub fn child(&self, kind: ChildKind, name: &str, object: Value) -> Child {
-        let ar = kind.api_resource();
-        let mut object = object;
-        if let Some(m) = object.as_object_mut() {
-            m.insert("apiVersion".into(), json!(ar.api_version));
-            m.insert("kind".into(), json!(ar.kind));
-        }
-        Child {
-            kind,
-            name: name.to_string(),
-            object,
-            initial: None,
-        }
-    }
-
     /// Typed metadata of a child: name, namespace, labels, the owner reference.
     pub fn object_meta(&self, name: &str, component: &str) -> ObjectMeta {
         ObjectMeta {
@@ -84,112 +71,196 @@ impl Factory {
     }
 
     /// A child from a typed Kubernetes object.
-    pub fn typed<T>(&self, kind: ChildKind, obj: &T) -> crate::error::Result<Child>
+    pub fn typed<T>(&self, kind: ChildKind, obj: &T) -> Result<Child>
     where
         T: serde::Serialize + kube::Resource<DynamicType = ()>,
     {
         Child::new(kind, obj).map_err(|source| crate::error::Error::Serialize {
-            what: format!("{kind:?}/{}", obj.meta().name.as_deref().unwrap_or_default()),
+            what: format!(
+                "{kind:?}/{}",
+                obj.meta().name.as_deref().unwrap_or_default()
+            ),
             source,
         })
     }
 
+    /// The template of `component`'s pods: their labels and, when given, the hash of the
+    /// configuration they read at start (so that a configuration change is a template change).
+    pub fn pod_template(
+        &self,
+        component: &str,
+        config_hash: Option<&str>,
+        spec: PodSpec,
+    ) -> PodTemplateSpec {
+        let annotations =
+            config_hash.map(|h| BTreeMap::from([(labels::CONFIG_HASH.to_string(), h.to_string())]));
+        PodTemplateSpec {
+            metadata: Some(ObjectMeta {
+                labels: Some(self.labels(component)),
+                annotations,
+                ..ObjectMeta::default()
+            }),
+            spec: Some(spec),
+        }
+    }
+
     /// A Secret created once with `data` (string values) and afterwards only labelled and
     /// owned: a generated value must never change.
-    pub fn generated_secret(&self, name: &str, component: &str, data: Value) -> Child {
-        let mut secret = self.child(
-            ChildKind::Secret,
-            name,
-            json!({"metadata": self.meta(name, component), "type": "Opaque"}),
-        );
-        let mut initial = secret.object.clone();
-        initial["stringData"] = data;
-        secret.initial = Some(initial);
-        secret
+    pub fn generated_secret(
+        &self,
+        name: &str,
+        component: &str,
+        data: &[(&str, &str)],
+    ) -> Result<Child> {
+        let mut secret = Secret {
+            metadata: self.object_meta(name, component),
+            type_: Some("Opaque".into()),
+            ..Secret::default()
+        };
+        let mut child = self.typed(ChildKind::Secret, &secret)?;
+        let data = data.iter().map(|(k, v)| (k.to_string(), v.to_string()));
+        secret.string_data = Some(data.collect());
+        child.initial = Some(self.typed(ChildKind::Secret, &secret)?.object);
+        Ok(child)
+    }
+
+    /// A Service on `ports` (name, port; each to the container port of the same name) of the
+    /// pods `selector` picks.
+    pub fn service(
+        &self,
+        name: &str,
+        component: &str,
+        selector: BTreeMap<String, String>,
+        ports: &[(&str, i32)],
+        headless: bool,
+    ) -> Result<Child> {
+        let ports = ports.iter().map(|(port_name, port)| ServicePort {
+            name: Some(port_name.to_string()),
+            port: *port,
+            target_port: Some(IntOrString::String(port_name.to_string())),
+            ..ServicePort::default()
+        });
+        let mut spec = ServiceSpec {
+            selector: Some(selector),
+            ports: Some(ports.collect()),
+            ..ServiceSpec::default()
+        };
+        if headless {
+            // Members are addressed by name before they are ready (replication, Sentinel,
+            // Patroni's cloning replicas).
+            spec.cluster_ip = Some("None".into());
+            spec.publish_not_ready_addresses = Some(true);
+        }
+        let svc = Service {
+            metadata: self.object_meta(name, component),
+            spec: Some(spec),
+            ..Service::default()
+        };
+        self.typed(ChildKind::Service, &svc)
+    }
+
+    /// The StatefulSet `name` of `component`'s members, all started at once: members find
+    /// each other by name, not by start order.
+    pub fn stateful_set(&self, name: &str, component: &str, m: Members) -> Result<Child> {
+        let selector = self.selector(component);
+        let (claim, retention) = m.storage.map(|s| data_claim(s, &selector)).unzip();
+        let sts = StatefulSet {
+            metadata: self.object_meta(name, component),
+            spec: Some(StatefulSetSpec {
+                replicas: Some(m.replicas),
+                service_name: Some(m.service.into()),
+                pod_management_policy: Some("Parallel".into()),
+                update_strategy: Some(StatefulSetUpdateStrategy {
+                    type_: Some(m.update.into()),
+                    ..StatefulSetUpdateStrategy::default()
+                }),
+                selector: match_labels(&selector),
+                template: self.pod_template(component, Some(m.config_hash), m.pod),
+                volume_claim_templates: claim.map(|c| vec![c]),
+                persistent_volume_claim_retention_policy: retention,
+                ..StatefulSetSpec::default()
+            }),
+            ..StatefulSet::default()
+        };
+        self.typed(ChildKind::StatefulSet, &sts)
     }
 }
 
-/// Container security of the restricted Pod Security Standard.
-pub fn restricted_container() -> Value {
-    json!({
-        "allowPrivilegeEscalation": false,
-        "readOnlyRootFilesystem": true,
-        "runAsNonRoot": true,
-        "capabilities": {"drop": ["ALL"]},
-    })
-}
-
-/// Pod security of the restricted Pod Security Standard, running as `uid`/`gid`.
-pub fn restricted_pod(uid: i64, gid: i64) -> Value {
-    json!({
-        "runAsNonRoot": true,
-        "runAsUser": uid,
-        "runAsGroup": gid,
-        "fsGroup": gid,
-        // Only on first mount: a database's data directory must keep its own modes.
-        "fsGroupChangePolicy": "OnRootMismatch",
-        "seccompProfile": {"type": "RuntimeDefault"},
-    })
-}
-
-pub fn pod_ip_env() -> Value {
-    json!({"name": "POD_IP", "valueFrom": {"fieldRef": {"fieldPath": "status.podIP"}}})
-}
-
-/// Pod placement: the user's settings, or by default a spread across zones, then hosts
-/// (preferred, so a small cluster still schedules every pod).
-pub fn placement(
-    spec: &mut serde_json::Map<String, Value>,
-    scheduling: Option<&SchedulingSpec>,
-    selector: &BTreeMap<String, String>,
-) {
-    let s = scheduling.cloned().unwrap_or_default();
-    if !s.node_selector.is_empty() {
-        spec.insert("nodeSelector".into(), json!(s.node_selector));
-    }
-    if !s.tolerations.is_empty() {
-        spec.insert("tolerations".into(), json!(s.tolerations));
-    }
-    if let Some(a) = &s.affinity {
-        spec.insert("affinity".into(), json!(a));
-    }
-    if let Some(p) = &s.priority_class_name {
-        spec.insert("priorityClassName".into(), json!(p));
-    }
-    let spread = if s.topology_spread_constraints.is_empty() {
-        ["topology.kubernetes.io/zone", "kubernetes.io/hostname"]
-            .iter()
-            .map(|key| json!({"maxSkew": 1, "topologyKey": key, "whenUnsatisfiable": "ScheduleAnyway", "labelSelector": {"matchLabels": selector}}))
-            .collect()
-    } else {
-        s.topology_spread_constraints
-            .iter()
-            .map(|t| json!(t))
-            .collect::<Vec<_>>()
-    };
-    spec.insert("topologySpreadConstraints".into(), json!(spread));
-}
-
-pub fn with_resources(mut container: Value, resources: &Option<ResourceRequirements>) -> Value {
-    if let (Some(r), Some(m)) = (resources, container.as_object_mut()) {
-        m.insert("resources".into(), json!(r));
-    }
-    container
+/// What a store's StatefulSet is made of.
+pub struct Members<'a> {
+    pub replicas: i32,
+    /// The headless Service that gives each member its DNS name.
+    pub service: &'a str,
+    /// `OnDelete` (the operator rolls the pods itself) or `RollingUpdate`.
+    pub update: &'a str,
+    /// Hash of the configuration the pods read at start: a change rolls them.
+    pub config_hash: &'a str,
+    pub pod: PodSpec,
+    /// A `data` claim per member, or none (the pod's volumes then hold `data`).
+    pub storage: Option<&'a StorageSpec>,
 }
 
 /// A PodDisruptionBudget that lets one pod go at a time and never holds a drain up for an
 /// unhealthy pod.
-pub fn disruption_budget(f: &Factory, name: &str, component: &str) -> Child {
-    let spec = json!({
-        "maxUnavailable": 1,
-        "unhealthyPodEvictionPolicy": "AlwaysAllow",
-        "selector": {"matchLabels": f.selector(component)},
-    });
-    f.child(
-        ChildKind::PodDisruptionBudget,
-        name,
-        json!({"metadata": f.meta(name, component), "spec": spec}),
-    )
+pub fn disruption_budget(f: &Factory, name: &str, component: &str) -> Result<Child> {
+    let pdb = PodDisruptionBudget {
+        metadata: f.object_meta(name, component),
+        spec: Some(PodDisruptionBudgetSpec {
+            max_unavailable: Some(IntOrString::Int(1)),
+            unhealthy_pod_eviction_policy: Some("AlwaysAllow".into()),
+            selector: Some(match_labels(&f.selector(component))),
+            ..PodDisruptionBudgetSpec::default()
+        }),
+        ..PodDisruptionBudget::default()
+    };
+    f.typed(ChildKind::PodDisruptionBudget, &pdb)
+}
+
+/// A ReadWriteOnce claim of `size` (a quantity) in storage class `class`, the cluster's
+/// default when `None`.
+pub fn claim_spec(size: &str, class: Option<&str>) -> PersistentVolumeClaimSpec {
+    PersistentVolumeClaimSpec {
+        access_modes: Some(vec!["ReadWriteOnce".into()]),
+        resources: Some(VolumeResourceRequirements {
+            requests: Some(BTreeMap::from([("storage".into(), Quantity(size.into()))])),
+            ..VolumeResourceRequirements::default()
+        }),
+        storage_class_name: class.map(Into::into),
+        ..PersistentVolumeClaimSpec::default()
+    }
+}
+
+/// The `data` claim template of a StatefulSet's members (labelled with their `selector`), and
+/// what happens to the claims when the StatefulSet is deleted (the spec's choice) or scaled
+/// down (kept: a member that comes back finds its data).
+fn data_claim(
+    storage: &StorageSpec,
+    selector: &BTreeMap<String, String>,
+) -> (
+    PersistentVolumeClaim,
+    StatefulSetPersistentVolumeClaimRetentionPolicy,
+) {
+    let template = PersistentVolumeClaim {
+        metadata: ObjectMeta {
+            name: Some("data".into()),
+            labels: Some(selector.clone()),
+            ..ObjectMeta::default()
+        },
+        spec: Some(claim_spec(
+            &storage.size,
+            storage.storage_class_name.as_deref(),
+        )),
+        ..PersistentVolumeClaim::default()
+    };
+    let when_deleted = match storage.when_deleted {
+        ClaimRetention::Retain => "Retain",
+        ClaimRetention::Delete => "Delete",
+    };
+    let policy = StatefulSetPersistentVolumeClaimRetentionPolicy {
+        when_deleted: Some(when_deleted.into()),
+        when_scaled: Some("Retain".into()),
+    };
+    (template, policy)
 }
 
 /// A stable 64-bit FNV-1a hash, printed in hex: pod templates carry the hash of their

@@ -1,11 +1,12 @@
 //! Pure, typed pieces of pod templates every builder uses: the restricted security settings,
 //! environment entries, probes and the default placement.
 
-use crate::crd::common::SchedulingSpec;
+use crate::crd::common::{ExporterSpec, SchedulingSpec};
 use k8s_openapi::api::core::v1::{
-    Capabilities, EnvVar, EnvVarSource, ExecAction, HTTPGetAction, ObjectFieldSelector,
-    PodSecurityContext, PodSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext,
-    TopologySpreadConstraint,
+    Capabilities, ConfigMapVolumeSource, Container, ContainerPort, EmptyDirVolumeSource, EnvVar,
+    EnvVarSource, ExecAction, HTTPGetAction, KeyToPath, ObjectFieldSelector, PodSecurityContext,
+    PodSpec, Probe, SeccompProfile, SecretKeySelector, SecurityContext, TopologySpreadConstraint,
+    Volume, VolumeMount,
 };
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
@@ -48,6 +49,11 @@ pub fn runtime_default_seccomp() -> SeccompProfile {
     }
 }
 
+/// The command running `script` with `sh -c`.
+pub fn shell(script: impl Into<String>) -> Vec<String> {
+    vec!["sh".into(), "-c".into(), script.into()]
+}
+
 /// `name=value`.
 pub fn env(name: &str, value: impl Into<String>) -> EnvVar {
     EnvVar {
@@ -75,16 +81,97 @@ pub fn secret_env(name: &str, secret: &str, key: &str) -> EnvVar {
 
 /// `POD_IP`, from the downward API.
 pub fn pod_ip_env() -> EnvVar {
+    field_env("POD_IP", "status.podIP")
+}
+
+/// `name` from the pod's field `field_path` (downward API), e.g. `metadata.name`.
+pub fn field_env(name: &str, field_path: &str) -> EnvVar {
     EnvVar {
-        name: "POD_IP".into(),
+        name: name.into(),
         value_from: Some(EnvVarSource {
             field_ref: Some(ObjectFieldSelector {
-                field_path: "status.podIP".into(),
+                field_path: field_path.into(),
                 ..ObjectFieldSelector::default()
             }),
             ..EnvVarSource::default()
         }),
         ..EnvVar::default()
+    }
+}
+
+/// A named container port (TCP): Services and probes refer to it by name.
+pub fn container_port(name: &str, port: i32) -> ContainerPort {
+    ContainerPort {
+        name: Some(name.into()),
+        container_port: port,
+        ..ContainerPort::default()
+    }
+}
+
+/// Volume `name` mounted writable at `path`.
+pub fn mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        name: name.into(),
+        mount_path: path.into(),
+        ..VolumeMount::default()
+    }
+}
+
+/// Volume `name` mounted read-only at `path`.
+pub fn read_only_mount(name: &str, path: &str) -> VolumeMount {
+    VolumeMount {
+        read_only: Some(true),
+        ..mount(name, path)
+    }
+}
+
+/// A scratch volume living as long as the pod (the root filesystem is read-only).
+pub fn empty_dir(name: &str) -> Volume {
+    Volume {
+        name: name.into(),
+        empty_dir: Some(EmptyDirVolumeSource::default()),
+        ..Volume::default()
+    }
+}
+
+/// ConfigMap `config_map` as volume `name`: only the files `keys` (each under its own name)
+/// when given, every key otherwise.
+pub fn config_map_volume(name: &str, config_map: &str, keys: &[&str]) -> Volume {
+    let items = keys
+        .iter()
+        .map(|key| KeyToPath {
+            key: key.to_string(),
+            path: key.to_string(),
+            ..KeyToPath::default()
+        })
+        .collect::<Vec<_>>();
+    Volume {
+        name: name.into(),
+        config_map: Some(ConfigMapVolumeSource {
+            name: config_map.into(),
+            items: (!items.is_empty()).then_some(items),
+            ..ConfigMapVolumeSource::default()
+        }),
+        ..Volume::default()
+    }
+}
+
+/// A store's metrics exporter next to each member: `spec`'s image (`default_image` when it
+/// names none), serving on the port named `metrics`.
+pub fn exporter(
+    spec: &ExporterSpec,
+    default_image: &str,
+    port: i32,
+    env: Vec<EnvVar>,
+) -> Container {
+    Container {
+        name: "exporter".into(),
+        image: Some(spec.image.as_deref().unwrap_or(default_image).into()),
+        env: Some(env),
+        ports: Some(vec![container_port("metrics", port)]),
+        security_context: Some(restricted_container()),
+        resources: spec.resources.clone(),
+        ..Container::default()
     }
 }
 

@@ -23,31 +23,19 @@ pub fn one<K: DeserializeOwned>(rel: &str) -> K {
         .expect("fixture has a document")
 }
 
-/// Compares `actual` with the committed snapshot `tests/snapshots/<name>`; with
-/// GBO_UPDATE_SNAPSHOTS=1 it rewrites the snapshot instead (then review the diff).
-pub fn assert_snapshot(name: &str, actual: &str) {
-    let file = path(&format!("tests/snapshots/{name}"));
-    if std::env::var_os("GBO_UPDATE_SNAPSHOTS").is_some() {
-        std::fs::write(&file, actual).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
-        return;
-    }
-    let expected = std::fs::read_to_string(&file).unwrap_or_default();
-    if expected != actual {
-        let diff: Vec<String> = expected
-            .lines()
-            .zip(actual.lines())
-            .enumerate()
-            .filter(|(_, (e, a))| e != a)
-            .take(5)
-            .map(|(i, (e, a))| format!("line {}:\n  snapshot: {e}\n  now:      {a}", i + 1))
-            .collect();
-        panic!(
-            "{name} differs from tests/snapshots/{name} ({} vs {} lines)\n{}\nIf the change is intended: GBO_UPDATE_SNAPSHOTS=1 cargo test, review and commit the snapshot.",
-            expected.lines().count(),
-            actual.lines().count(),
-            diff.join("\n")
-        );
-    }
+/// Compares `actual` with the committed insta snapshot `tests/snapshots/<fixture>.snap`, the
+/// children built from `tests/fixtures/build/<fixture>.yaml`. A mismatch fails the test with a
+/// diff of the changed lines, in CI or not (outside CI insta also leaves `<fixture>.snap.new`
+/// beside it for review). To accept an intended change: `INSTA_UPDATE=always cargo test --test
+/// <test>` (or `cargo insta review`), then review the diff and commit the snapshot.
+pub fn assert_snapshot(fixture: &str, actual: &str) {
+    let mut settings = insta::Settings::clone_current();
+    // One flat directory for every test file, named by fixture, not by the calling module.
+    settings.set_snapshot_path(path("tests/snapshots"));
+    settings.set_prepend_module_to_snapshot(false);
+    settings.set_input_file(path(&format!("tests/fixtures/build/{fixture}.yaml")));
+    settings.set_omit_expression(true);
+    settings.bind(|| insta::assert_snapshot!(fixture, actual));
 }
 
 /// Children as one YAML stream, the way snapshots show them.

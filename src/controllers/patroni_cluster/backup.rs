@@ -5,29 +5,31 @@ use super::names::{BACKUP, PG_GID, PG_UID, RESTORE, RESTORE_CHECK};
 use super::scripts;
 use super::validate::Validated;
 use crate::crd::PatroniCluster;
+use crate::error::Result;
 use crate::k8s::backup_jobs::{self, ScriptPod};
 use crate::k8s::children::Child;
-use crate::k8s::factory::{Factory, restricted_pod};
-use serde_json::{Value, json};
+use crate::k8s::factory::Factory;
+use crate::k8s::podspec::{self, restricted_pod, secret_env};
+use k8s_openapi::api::core::v1::EnvVar;
 
 /// The superuser's name and password, from its Secret.
-pub fn superuser_env(v: &Validated) -> Vec<Value> {
+pub fn superuser_env(v: &Validated) -> Vec<EnvVar> {
     let superuser = &v.superuser_secret;
     vec![
-        json!({"name": "PGUSER", "valueFrom": {"secretKeyRef": {"name": superuser, "key": "username"}}}),
-        json!({"name": "PGPASSWORD", "valueFrom": {"secretKeyRef": {"name": superuser, "key": "password"}}}),
+        secret_env("PGUSER", superuser, "username"),
+        secret_env("PGPASSWORD", superuser, "password"),
     ]
 }
 
 /// The backup claim, CronJob and, when scheduled, the restore-check CronJob.
-pub fn scheduled(f: &Factory, pc: &PatroniCluster, v: &Validated) -> Vec<Child> {
+pub fn scheduled(f: &Factory, pc: &PatroniCluster, v: &Validated) -> Result<Vec<Child>> {
     let n = &v.names;
     let Some(b) = &pc.spec.backup else {
-        return Vec::new();
+        return Ok(Vec::new());
     };
-    let (claim, new_claim) = backup_jobs::claim(f, &b.common, &n.backup);
+    let (claim, new_claim) = backup_jobs::claim(f, &b.common, &n.backup)?;
     let mut env = superuser_env(v);
-    env.push(json!({"name": "RETENTION", "value": b.common.retention.to_string()}));
+    env.push(podspec::env("RETENTION", b.common.retention.to_string()));
     let backup = ScriptPod {
         component: BACKUP,
         image: &pc.spec.image,
@@ -44,7 +46,7 @@ pub fn scheduled(f: &Factory, pc: &PatroniCluster, v: &Validated) -> Vec<Child> 
         &b.common.schedule,
         &b.common,
         &backup,
-    ));
+    )?);
     if let Some(schedule) = &b.restore_check_schedule {
         // The check restores into a scratch server of its own: it needs no credentials and
         // only reads the claim.
@@ -63,16 +65,23 @@ pub fn scheduled(f: &Factory, pc: &PatroniCluster, v: &Validated) -> Vec<Child> 
             schedule,
             &b.common,
             &check,
-        ));
+        )?);
     }
-    out
+    Ok(out)
 }
 
-/// The Job restoring `spec.bootstrap.fromBackup` into the new cluster's primary.
-pub fn restore(f: &Factory, pc: &PatroniCluster, v: &Validated) -> Option<Child> {
-    let from = &pc.spec.bootstrap.as_ref()?.from_backup;
+/// The Job restoring `spec.bootstrap.fromBackup` into the new cluster's primary, when the
+/// spec asks for one.
+pub fn restore(f: &Factory, pc: &PatroniCluster, v: &Validated) -> Result<Option<Child>> {
+    let Some(bootstrap) = &pc.spec.bootstrap else {
+        return Ok(None);
+    };
+    let from = &bootstrap.from_backup;
     let mut env = superuser_env(v);
-    env.push(json!({"name": "SOURCE", "value": from.file.clone().unwrap_or_default()}));
+    env.push(podspec::env(
+        "SOURCE",
+        from.file.clone().unwrap_or_default(),
+    ));
     let pod = ScriptPod {
         component: RESTORE,
         image: &pc.spec.image,
@@ -82,5 +91,5 @@ pub fn restore(f: &Factory, pc: &PatroniCluster, v: &Validated) -> Option<Child>
         security: restricted_pod(PG_UID, PG_GID),
         read_only_claim: true,
     };
-    Some(backup_jobs::job(f, &v.names.restore, &pod))
+    backup_jobs::job(f, &v.names.restore, &pod).map(Some)
 }

@@ -2,23 +2,23 @@
 
 use super::{backup, config, roles};
 use crate::crd::PatroniCluster;
-use crate::crd::common::ClaimRetention;
+use crate::error::Result;
 use crate::k8s::children::{Child, ChildKind};
-use crate::k8s::factory::{
-    self, Factory, placement, pod_ip_env, restricted_container, with_resources,
-};
+use crate::k8s::factory::{self, Factory};
 use crate::k8s::labels;
-use serde_json::{Value, json};
-
-use super::names::{
-    API_PORT, APP, DEFAULT_EXPORTER_IMAGE, EXPORTER_PORT, Names, PG_GID, PG_PORT, PG_UID, POSTGRES,
-    ROLE_PRIMARY, ROLE_REPLICA,
-};
-use super::validate::Validated;
 use crate::k8s::owner::Owner;
-const DATA_MOUNT: &str = "/home/postgres/pgdata";
-const DATA_DIR: &str = "/home/postgres/pgdata/pgroot/data";
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
+use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
+use serde_json::{Value, json};
+use std::collections::BTreeMap;
 
+use super::names::{APP, Names, PG_PORT, POSTGRES, ROLE_PRIMARY, ROLE_REPLICA};
+use super::validate::Validated;
+
+mod members;
+
+/// Everything a build needs besides the resource itself.
 pub struct Inputs<'a> {
     /// Passwords for generated Secrets, used only when those Secrets do not exist yet.
     pub superuser_password: &'a str,
@@ -72,244 +72,147 @@ pub fn patroni_yaml(pc: &PatroniCluster, owner: &Owner) -> String {
     header + &serde_json::to_string_pretty(&file).unwrap_or_default() + "\n"
 }
 
-fn secret_env(var: &str, secret: &str, key: &str) -> Value {
-    json!({"name": var, "valueFrom": {"secretKeyRef": {"name": secret, "key": key}}})
-}
-
-fn http_probe(path: &str, period: i32, timeout: i32, failures: i32, delay: i32) -> Value {
-    json!({"httpGet": {"path": path, "port": "patroni"}, "initialDelaySeconds": delay, "periodSeconds": period, "timeoutSeconds": timeout, "failureThreshold": failures})
-}
-
-fn rbac(f: &Factory, n: &Names) -> Vec<Child> {
+fn rbac(f: &Factory, n: &Names) -> Result<Vec<Child>> {
+    let meta = || f.object_meta(&n.account, POSTGRES);
+    let account = ServiceAccount {
+        metadata: meta(),
+        automount_service_account_token: Some(true),
+        ..ServiceAccount::default()
+    };
     // Exactly what Patroni's Kubernetes DCS uses, in this namespace only.
-    let rules = json!([
-        {"apiGroups": [""], "resources": ["configmaps"], "verbs": ["get", "list", "watch", "create", "update", "patch", "delete"]},
-        {"apiGroups": [""], "resources": ["pods"], "verbs": ["get", "list", "watch", "patch", "update"]},
-    ]);
-    vec![
-        f.child(ChildKind::ServiceAccount, &n.account, json!({"metadata": f.meta(&n.account, POSTGRES), "automountServiceAccountToken": true})),
-        f.child(ChildKind::Role, &n.account, json!({"metadata": f.meta(&n.account, POSTGRES), "rules": rules})),
-        f.child(
-            ChildKind::RoleBinding,
-            &n.account,
-            json!({
-                "metadata": f.meta(&n.account, POSTGRES),
-                "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": n.account},
-                "subjects": [{"kind": "ServiceAccount", "name": n.account, "namespace": f.ns}],
-            }),
-        ),
-    ]
+    let rule = |resource: &str, verbs: &[&str]| PolicyRule {
+        api_groups: Some(vec![String::new()]),
+        resources: Some(vec![resource.into()]),
+        verbs: verbs.iter().map(|v| v.to_string()).collect(),
+        ..PolicyRule::default()
+    };
+    let role = Role {
+        metadata: meta(),
+        rules: Some(vec![
+            rule(
+                "configmaps",
+                &[
+                    "get", "list", "watch", "create", "update", "patch", "delete",
+                ],
+            ),
+            rule("pods", &["get", "list", "watch", "patch", "update"]),
+        ]),
+    };
+    let binding = RoleBinding {
+        metadata: meta(),
+        role_ref: RoleRef {
+            api_group: Some("rbac.authorization.k8s.io".into()),
+            kind: "Role".into(),
+            name: n.account.clone(),
+        },
+        subjects: Some(vec![Subject {
+            kind: "ServiceAccount".into(),
+            name: n.account.clone(),
+            namespace: Some(f.ns.clone()),
+            ..Subject::default()
+        }]),
+    };
+    Ok(vec![
+        f.typed(ChildKind::ServiceAccount, &account)?,
+        f.typed(ChildKind::Role, &role)?,
+        f.typed(ChildKind::RoleBinding, &binding)?,
+    ])
 }
 
-fn secrets(f: &Factory, pc: &PatroniCluster, n: &Names, inputs: &Inputs) -> Vec<Child> {
+fn secrets(f: &Factory, pc: &PatroniCluster, n: &Names, inputs: &Inputs) -> Result<Vec<Child>> {
     let mut out = Vec::new();
     let auth = &pc.spec.auth;
     if auth.stock_app_credentials {
-        // Fixed by the stock voting app's images; applied as is (it is not a secret), with
-        // base64 data so the live object compares equal.
-        out.push(f.child(
-            ChildKind::Secret,
-            &n.superuser,
-            json!({"metadata": f.meta(&n.superuser, POSTGRES), "type": "Opaque", "data": {"username": "cG9zdGdyZXM=", "password": "cG9zdGdyZXM="}}),
-        ));
+        // Fixed by the stock voting app's images; applied as is (it is not a secret), as
+        // `data`, the form the live object holds, so that it compares equal.
+        let postgres = ByteString(b"postgres".to_vec());
+        let secret = Secret {
+            metadata: f.object_meta(&n.superuser, POSTGRES),
+            type_: Some("Opaque".into()),
+            data: Some(BTreeMap::from([
+                ("username".into(), postgres.clone()),
+                ("password".into(), postgres),
+            ])),
+            ..Secret::default()
+        };
+        out.push(f.typed(ChildKind::Secret, &secret)?);
     } else if auth.superuser_secret_name.is_none() {
         out.push(f.generated_secret(
             &n.superuser,
             POSTGRES,
-            json!({"username": "postgres", "password": inputs.superuser_password}),
-        ));
+            &[
+                ("username", "postgres"),
+                ("password", inputs.superuser_password),
+            ],
+        )?);
     }
     if auth.replication_secret_name.is_none() {
         out.push(f.generated_secret(
             &n.replication,
             POSTGRES,
-            json!({"username": "standby", "password": inputs.replication_password}),
-        ));
+            &[
+                ("username", "standby"),
+                ("password", inputs.replication_password),
+            ],
+        )?);
     }
-    out
+    Ok(out)
 }
 
-fn services(f: &Factory, n: &Names) -> Vec<Child> {
-    let sel = f.selector(POSTGRES);
+fn services(f: &Factory, n: &Names) -> Result<Vec<Child>> {
+    let selector = f.selector(POSTGRES);
     let with_role = |role: &str| {
-        let mut s = sel.clone();
+        let mut s = selector.clone();
         s.insert(labels::ROLE.into(), role.into());
         s
     };
-    let ports = json!([{"name": "postgresql", "port": PG_PORT, "targetPort": "postgresql"}]);
-    let svc =
-        |name: &str, selector: &std::collections::BTreeMap<String, String>, headless: bool| {
-            let mut spec = json!({"selector": selector, "ports": ports});
-            if headless {
-                spec["clusterIP"] = json!("None");
-                spec["publishNotReadyAddresses"] = json!(true);
-            }
-            f.child(
-                ChildKind::Service,
-                name,
-                json!({"metadata": f.meta(name, POSTGRES), "spec": spec}),
-            )
-        };
-    vec![
-        svc(&n.primary, &with_role(ROLE_PRIMARY), false),
-        svc(&n.replica, &with_role(ROLE_REPLICA), false),
-        svc(&n.headless, &sel, true),
-    ]
-}
-
-fn statefulset(
-    f: &Factory,
-    pc: &PatroniCluster,
-    v: &Validated,
-    config_hash: &str,
-    replicas: i32,
-) -> Child {
-    let s = &pc.spec;
-    let n = &v.names;
-    let (superuser, replication) = (&v.superuser_secret, &v.replication_secret);
-    let selector = f.selector(POSTGRES);
-    let patroni_labels = serde_json::to_string(&selector).unwrap_or_default();
-    let env = vec![
-        pod_ip_env(),
-        json!({"name": "PATRONI_NAME", "valueFrom": {"fieldRef": {"fieldPath": "metadata.name"}}}),
-        json!({"name": "PATRONI_SCOPE", "value": f.instance}),
-        json!({"name": "PATRONI_KUBERNETES_NAMESPACE", "valueFrom": {"fieldRef": {"fieldPath": "metadata.namespace"}}}),
-        json!({"name": "PATRONI_KUBERNETES_POD_IP", "value": "$(POD_IP)"}),
-        // These select the members and are stamped on Patroni's own ConfigMaps.
-        json!({"name": "PATRONI_KUBERNETES_LABELS", "value": patroni_labels}),
-        // Patroni also selects members by `<scope_label>=<cluster name>`; our instance label is that.
-        json!({"name": "PATRONI_KUBERNETES_SCOPE_LABEL", "value": labels::INSTANCE}),
-        json!({"name": "PATRONI_KUBERNETES_ROLE_LABEL", "value": labels::ROLE}),
-        json!({"name": "PATRONI_KUBERNETES_LEADER_LABEL_VALUE", "value": ROLE_PRIMARY}),
-        json!({"name": "PATRONI_KUBERNETES_STANDBY_LEADER_LABEL_VALUE", "value": ROLE_PRIMARY}),
-        json!({"name": "PATRONI_KUBERNETES_FOLLOWER_LABEL_VALUE", "value": ROLE_REPLICA}),
-        secret_env("PATRONI_SUPERUSER_USERNAME", superuser, "username"),
-        secret_env("PATRONI_SUPERUSER_PASSWORD", superuser, "password"),
-        secret_env("PATRONI_REPLICATION_USERNAME", replication, "username"),
-        secret_env("PATRONI_REPLICATION_PASSWORD", replication, "password"),
-        json!({"name": "PATRONI_POSTGRESQL_DATA_DIR", "value": DATA_DIR}),
-        json!({"name": "PATRONI_POSTGRESQL_PGPASS", "value": "/tmp/pgpass"}),
-        json!({"name": "PATRONI_POSTGRESQL_BIN_DIR", "value": format!("/usr/lib/postgresql/{}/bin", s.postgresql.version)}),
-        json!({"name": "PATRONI_POSTGRESQL_LISTEN", "value": format!("0.0.0.0:{PG_PORT}")}),
-        json!({"name": "PATRONI_POSTGRESQL_CONNECT_ADDRESS", "value": format!("$(POD_IP):{PG_PORT}")}),
-        json!({"name": "PATRONI_RESTAPI_LISTEN", "value": format!("0.0.0.0:{API_PORT}")}),
-        json!({"name": "PATRONI_RESTAPI_CONNECT_ADDRESS", "value": format!("$(POD_IP):{API_PORT}")}),
-    ];
-    let mut containers = vec![with_resources(
-        json!({
-            "name": POSTGRES,
-            "image": s.image,
-            // The data directory's parent must exist for pg_basebackup (an image's entrypoint
-            // would make it; we run Patroni directly), and PostgreSQL refuses a data directory
-            // a volume plugin made group-writable.
-            "command": ["sh", "-c", format!("mkdir -p {parent} && {{ [ ! -d {DATA_DIR} ] || chmod 0700 {DATA_DIR}; }} && exec patroni /etc/patroni/patroni.yml", parent = DATA_DIR.rsplit_once('/').map(|(p, _)| p).unwrap_or(DATA_MOUNT))],
-            "env": env,
-            "ports": [{"name": "postgresql", "containerPort": PG_PORT}, {"name": "patroni", "containerPort": API_PORT}],
-            "readinessProbe": http_probe("/readiness", 5, 3, 3, 0),
-            "livenessProbe": http_probe("/liveness", 10, 5, 6, 30),
-            "securityContext": restricted_container(),
-            "volumeMounts": [
-                {"name": "data", "mountPath": DATA_MOUNT},
-                {"name": "config", "mountPath": "/etc/patroni", "readOnly": true},
-                {"name": "tmp", "mountPath": "/tmp"},
-                {"name": "run", "mountPath": "/var/run/postgresql"},
-            ],
-        }),
-        &s.resources,
-    )];
-    if let Some(x) = s.exporter.as_ref().filter(|x| x.enabled) {
-        containers.push(with_resources(
-            json!({
-                "name": "exporter",
-                "image": x.image.clone().unwrap_or_else(|| DEFAULT_EXPORTER_IMAGE.into()),
-                "env": [
-                    {"name": "DATA_SOURCE_URI", "value": format!("127.0.0.1:{PG_PORT}/postgres?sslmode=disable")},
-                    secret_env("DATA_SOURCE_USER", superuser, "username"),
-                    secret_env("DATA_SOURCE_PASS", superuser, "password"),
-                ],
-                "ports": [{"name": "metrics", "containerPort": EXPORTER_PORT}],
-                "securityContext": restricted_container(),
-            }),
-            &x.resources,
-        ));
-    }
-    let mut pod_spec = json!({
-        "serviceAccountName": n.account,
-        "enableServiceLinks": false,
-        "terminationGracePeriodSeconds": 30,
-        "securityContext": factory::restricted_pod(PG_UID, PG_GID),
-        "containers": containers,
-        "volumes": [
-            {"name": "config", "configMap": {"name": n.config}},
-            {"name": "tmp", "emptyDir": {}},
-            {"name": "run", "emptyDir": {}},
-        ],
-    });
-    if let Some(m) = pod_spec.as_object_mut() {
-        placement(m, s.scheduling.as_ref(), &selector);
-    }
-    let mut claim = json!({"accessModes": ["ReadWriteOnce"], "resources": {"requests": {"storage": s.storage.size}}});
-    if let Some(class) = &s.storage.storage_class_name {
-        claim["storageClassName"] = json!(class);
-    }
-    let when_deleted = match s.storage.when_deleted {
-        ClaimRetention::Retain => "Retain",
-        ClaimRetention::Delete => "Delete",
-    };
-    let spec = json!({
-        "replicas": replicas,
-        "serviceName": n.headless,
-        "podManagementPolicy": "Parallel",
-        // The operator rolls members itself: replicas first, then a switchover, then the old primary.
-        "updateStrategy": {"type": "OnDelete"},
-        "selector": {"matchLabels": selector},
-        "template": {"metadata": {"labels": f.labels(POSTGRES), "annotations": {labels::CONFIG_HASH: config_hash}}, "spec": pod_spec},
-        "volumeClaimTemplates": [{"metadata": {"name": "data", "labels": selector}, "spec": claim}],
-        "persistentVolumeClaimRetentionPolicy": {"whenDeleted": when_deleted, "whenScaled": "Retain"},
-    });
-    f.child(
-        ChildKind::StatefulSet,
-        &n.statefulset,
-        json!({"metadata": f.meta(&n.statefulset, POSTGRES), "spec": spec}),
-    )
+    let ports = [("postgresql", PG_PORT)];
+    Ok(vec![
+        f.service(&n.primary, POSTGRES, with_role(ROLE_PRIMARY), &ports, false)?,
+        f.service(&n.replica, POSTGRES, with_role(ROLE_REPLICA), &ports, false)?,
+        f.service(&n.headless, POSTGRES, selector.clone(), &ports, true)?,
+    ])
 }
 
 /// Every child of `pc`.
-pub fn build(pc: &PatroniCluster, v: &Validated, inputs: &Inputs) -> Vec<Child> {
+pub fn build(pc: &PatroniCluster, v: &Validated, inputs: &Inputs) -> Result<Vec<Child>> {
     let f = Factory::new(&v.owner, APP);
     let n = &v.names;
-    let config = patroni_yaml(pc, &v.owner);
-    let mut out = rbac(&f, n);
-    out.extend(secrets(&f, pc, n, inputs));
-    out.extend(roles::secrets(&f, pc, v, inputs.user_passwords));
-    out.push(f.child(
-        ChildKind::ConfigMap,
-        &n.config,
-        json!({"metadata": f.meta(&n.config, POSTGRES), "data": {"patroni.yml": config}}),
-    ));
-    out.extend(services(&f, n));
-    out.push(factory::disruption_budget(&f, &n.statefulset, POSTGRES));
-    out.extend(backup::scheduled(&f, pc, v));
+    let mut out = rbac(&f, n)?;
+    out.extend(secrets(&f, pc, n, inputs)?);
+    out.extend(roles::secrets(&f, pc, v, inputs.user_passwords)?);
+    let config = ConfigMap {
+        metadata: f.object_meta(&n.config, POSTGRES),
+        data: Some(BTreeMap::from([(
+            "patroni.yml".into(),
+            patroni_yaml(pc, &v.owner),
+        )])),
+        ..ConfigMap::default()
+    };
+    out.push(f.typed(ChildKind::ConfigMap, &config)?);
+    out.extend(services(&f, n)?);
+    out.push(factory::disruption_budget(&f, &n.statefulset, POSTGRES)?);
+    out.extend(backup::scheduled(&f, pc, v)?);
     if let Some(fingerprint) = inputs.roles {
-        out.extend(roles::job(&f, pc, v, fingerprint));
+        out.extend(roles::job(&f, pc, v, fingerprint)?);
     }
     if inputs.restore {
-        out.extend(backup::restore(&f, pc, v));
+        out.extend(backup::restore(&f, pc, v)?);
     }
     // Only what members read at start rolls them.
-    out.push(statefulset(
+    out.push(members::statefulset(
         &f,
         pc,
         v,
         &factory::fnv(&local_config().to_string()),
         inputs.replicas,
-    ));
-    out
+    )?);
+    Ok(out)
 }
 
 /// Every child of `pc` as the controller applies it when everything `pc` references exists:
 /// offline, for `render` and the builder tests.
-pub fn build_offline(pc: &PatroniCluster, inputs: &Inputs) -> crate::error::Result<Vec<Child>> {
+pub fn build_offline(pc: &PatroniCluster, inputs: &Inputs) -> Result<Vec<Child>> {
     use super::validate::{World, validate};
     let owner = Owner::of(pc, super::names::KIND)?;
     let v = validate(pc, owner, &World::assumed(pc)).map_err(|h| crate::error::Error::Invalid {
@@ -317,5 +220,5 @@ pub fn build_offline(pc: &PatroniCluster, inputs: &Inputs) -> crate::error::Resu
         name: kube::ResourceExt::name_any(pc),
         message: h.message().to_string(),
     })?;
-    Ok(build(pc, &v, inputs))
+    build(pc, &v, inputs)
 }

@@ -78,7 +78,7 @@ async fn run(pc: Arc<PatroniCluster>, ctx: Arc<Context>) -> Result<Action> {
         user_passwords: &user_passwords,
         roles: wants.roles.then_some(wants.fingerprint.as_str()),
     };
-    let children = build::build(&pc, &v, &inputs);
+    let children = build::build(&pc, &v, &inputs)?;
     let applied = apply::sync(&ctx.client, cache, &v.owner, &children).await;
     let (health, requeue) = act(&ctx, &pc, &v, cache, &seen, &wants).await?;
     let jobs = JobResults {

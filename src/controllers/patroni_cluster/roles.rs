@@ -8,9 +8,11 @@ use super::names::{Names, PG_GID, PG_UID, POSTGRES, ROLES};
 use super::scripts;
 use super::validate::Validated;
 use crate::crd::PatroniCluster;
+use crate::error::Result;
 use crate::k8s::backup_jobs::{self, ScriptPod};
 use crate::k8s::children::Child;
-use crate::k8s::factory::{Factory, fnv, restricted_pod};
+use crate::k8s::factory::{Factory, fnv};
+use crate::k8s::podspec::{restricted_pod, secret_env};
 use serde_json::json;
 
 /// Generated Secrets of the roles that name none; `passwords[i]` is used only at creation.
@@ -19,7 +21,7 @@ pub fn secrets(
     pc: &PatroniCluster,
     v: &Validated,
     passwords: &[String],
-) -> Vec<Child> {
+) -> Result<Vec<Child>> {
     pc.spec
         .users
         .iter()
@@ -31,7 +33,7 @@ pub fn secrets(
             Some(f.generated_secret(
                 name,
                 POSTGRES,
-                json!({"username": u.name, "password": password}),
+                &[("username", &u.name), ("password", password)],
             ))
         })
         .collect()
@@ -49,13 +51,18 @@ pub fn job_name(n: &Names, fingerprint: &str) -> String {
 }
 
 /// The Job creating the roles and databases, or `None` when the spec declares neither.
-pub fn job(f: &Factory, pc: &PatroniCluster, v: &Validated, fingerprint: &str) -> Option<Child> {
+pub fn job(
+    f: &Factory,
+    pc: &PatroniCluster,
+    v: &Validated,
+    fingerprint: &str,
+) -> Result<Option<Child>> {
     if pc.spec.users.is_empty() && pc.spec.databases.is_empty() {
-        return None;
+        return Ok(None);
     }
     let mut env = superuser_env(v);
     for (i, secret) in v.user_secrets.iter().enumerate() {
-        env.push(json!({"name": format!("PW_{i}"), "valueFrom": {"secretKeyRef": {"name": secret, "key": "password"}}}));
+        env.push(secret_env(&format!("PW_{i}"), secret, "password"));
     }
     let pod = ScriptPod {
         component: ROLES,
@@ -66,5 +73,5 @@ pub fn job(f: &Factory, pc: &PatroniCluster, v: &Validated, fingerprint: &str) -
         security: restricted_pod(PG_UID, PG_GID),
         read_only_claim: false,
     };
-    Some(backup_jobs::job(f, &job_name(&v.names, fingerprint), &pod))
+    backup_jobs::job(f, &job_name(&v.names, fingerprint), &pod).map(Some)
 }

@@ -48,7 +48,7 @@ async fn run(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Action> {
         &Inputs {
             generated_password: &password,
         },
-    );
+    )?;
     // Comparing against a cache still filling would rewrite what already exists.
     ctx.synced.wait().await;
     let cache = ctx.caches.owned.children(KIND);
