@@ -43,6 +43,11 @@ impl Settings {
         let repo = name.split([':', '@']).next().unwrap_or(name);
         match repo {
             "redis" => Some(vec!["redis-server".into()]),
+            // The stock app images: stand-ins of our own (e2e/standins).
+            "examplevotingapp_vote" => Some(standin("vote")),
+            "examplevotingapp_result" => Some(standin("result")),
+            "examplevotingapp_worker" => Some(standin("worker")),
+            "gb-frontend" => Some(standin("gb_frontend")),
             _ => None,
         }
     }
@@ -62,4 +67,15 @@ impl Settings {
     pub fn is_real(&self, image: &str) -> bool {
         self.real_images.is_match(image)
     }
+}
+
+/// Where e2e/standins/install puts the stand-ins (GBO_SHARED_CACHE's default location).
+const STANDINS: &str = "/var/cache/guestbook-operator/standins";
+
+/// The stand-in script `app` run by the stand-ins' own venv.
+fn standin(app: &str) -> Vec<String> {
+    vec![
+        format!("{STANDINS}/bin/python3"),
+        format!("{STANDINS}/apps/{app}.py"),
+    ]
 }
