@@ -7,6 +7,7 @@ GBO_STATE="${GBO_STATE:-${XDG_STATE_HOME:-$HOME/.local/state}/guestbook-operator
 K8S_BIN="$GBO_CACHE/bin/k8s-v$K8S_VERSION"
 ETCD_BIN="$GBO_CACHE/bin/etcd-v$ETCD_VERSION"
 KWOK_BIN="$GBO_CACHE/bin/kwok-v$KWOK_VERSION"
+COREDNS_BIN="$GBO_CACHE/bin/coredns-v$COREDNS_VERSION"
 HELM_BIN="$GBO_CACHE/bin/helm-v$HELM_VERSION"
 KUBECONFIG_PATH="$GBO_STATE/kubeconfig"
 REPO_ROOT="$(cd "$E2E_DIR/.." && pwd)"
@@ -16,6 +17,8 @@ PODRUNNER_STATE="$GBO_STATE/podrunner"
 # directory, and on the system Python (a pyenv interpreter lives under /root).
 GBO_SHARED_CACHE="${GBO_SHARED_CACHE:-/var/cache/guestbook-operator}"
 PATRONI_VENV="$GBO_SHARED_CACHE/venv/patroni-$PATRONI_VERSION"
+# Programs that pods run and this machine's packages lack (CoreDNS), on the pods' PATH.
+POD_BIN_DIR="$GBO_SHARED_CACHE/pod-bin"
 # Debian 12 ships PostgreSQL 15; pods asking for another major version get 15 under that path.
 PG_HOST_VERSION=15
 
@@ -26,18 +29,26 @@ ETCD_PEER_PORT=12380
 APISERVER_PORT=6443
 KCM_PORT=10257
 SCHEDULER_PORT=10259
+KUBE_PROXY_HEALTHZ_PORT=10256
+KUBE_PROXY_METRICS_PORT=10249
 
-# The pod network: one bridge on this machine, no forwarding, no NAT, no route
-# off the machine. The host end holds POD_GATEWAY, where the API server is also
-# reachable (the way pods reach it in a cluster). Nodes get /24s of it.
+# The pod network: one bridge on this machine, forwarding only from the bridge back
+# onto it, no NAT and no route off the machine. The host end holds POD_GATEWAY,
+# where the API server is also reachable. Nodes get /24s of it.
 POD_BRIDGE=gbo0
 POD_NETWORK=10.244.0.0/16
 POD_GATEWAY=10.244.0.1
-# Service ClusterIPs are virtual and nothing implements them here (no
-# kube-proxy): a blackhole route makes any use of one fail at once instead of
-# following the default route off the machine.
+# Service ClusterIPs, served by kube-proxy (nftables) on this machine: the host and
+# every pod route the range onto the bridge, where kube-proxy translates it to pod
+# addresses. Rules of our own (table inet $NFT_TABLE) refuse whatever it does not
+# translate and keep all of it on the bridge.
 SERVICE_CIDR=10.96.0.0/16
 KUBERNETES_SERVICE_IP=10.96.0.1
+CLUSTER_DNS_IP=10.96.0.10
+CLUSTER_DOMAIN=cluster.local
+NFT_TABLE=gbo-cluster
+# kube-proxy plays the proxy of this node (an existing kwok node, so it starts at once).
+KUBE_PROXY_NODE=gbo-worker-a
 
 # Fake nodes: name, zone, pod CIDR.
 NODES=(
@@ -49,7 +60,7 @@ NODES=(
 # Pods with a container image matching this (extended) regular expression are
 # run for real by the store-process runner; kwok leaves them alone. Every other
 # pod is simulated by kwok (it turns Ready, Job pods complete).
-REAL_IMAGES_REGEX="${GBO_REAL_IMAGES_REGEX:-(^|/)(redis|spilo-[0-9]+|patroni|postgres|guestbook-operator-backup|examplevotingapp_(vote|result|worker)|gb-frontend)(:|@|$)}"
+REAL_IMAGES_REGEX="${GBO_REAL_IMAGES_REGEX:-(^|/)(redis|spilo-[0-9]+|patroni|postgres|guestbook-operator-backup|nginx|coredns)(:|@|$)}"
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 err() { printf '[cluster] ERROR: %s\n' "$*" >&2; }
@@ -69,12 +80,22 @@ proc_alive() {
   [ "$(cat "/proc/$pid/cmdline" 2>/dev/null | tr '\0' ' ' | cut -c1-4096)" = "$(cat "$f.cmd" 2>/dev/null)" ]
 }
 
+# Closes every descriptor above stderr in the current (sub)shell.
+close_inherited_fds() {
+  local fd
+  for fd in $(ls /proc/$BASHPID/fd); do
+    if [ "$fd" -gt 2 ]; then eval "exec $fd>&-"; fi
+  done
+}
+
 # start NAME CMD...: runs CMD in its own session, logs to $GBO_STATE/logs/NAME.log,
 # records its PID and command line so that stop can find exactly this process.
 start_proc() {
   local name="$1"; shift
   mkdir -p "$GBO_STATE/pids" "$GBO_STATE/logs"
-  setsid "$@" >>"$GBO_STATE/logs/$name.log" 2>&1 < /dev/null &
+  # The daemon must not inherit descriptors of whoever ran `up` (a lock held with flock,
+  # a pipe a caller waits on): it would hold them for its whole life.
+  ( close_inherited_fds; exec setsid "$@" ) >>"$GBO_STATE/logs/$name.log" 2>&1 < /dev/null &
   local pid=$!
   echo "$pid" > "$(pidfile "$name")"
   printf '%s ' "$@" > "$(pidfile "$name").cmd"
@@ -140,11 +161,35 @@ ensure_packages() {
   [ -x "/usr/lib/postgresql/$PG_HOST_VERSION/bin/postgres" ] || missing+=("postgresql-$PG_HOST_VERSION")
   command -v psql >/dev/null || missing+=("postgresql-client-$PG_HOST_VERSION")
   command -v nsenter >/dev/null || missing+=(util-linux)
+  # kube-proxy's nftables mode drives the kernel through nft; proxy-tier pods run nginx.
+  command -v nft >/dev/null || missing+=(nftables)
+  [ -x /usr/sbin/nginx ] || missing+=(nginx)
+  command -v dig >/dev/null || missing+=(bind9-dnsutils)
   /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3 python3-venv)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing Debian packages: ${missing[*]}"
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq
-  as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+  # Packages such as nginx and redis-server start a daemon on the host when installed;
+  # nothing may run here that the cluster did not start, so service starts are refused
+  # while installing (unless this machine already has such a policy).
+  local policy=/usr/sbin/policy-rc.d ours=0
+  if [ ! -e "$policy" ]; then
+    printf '#!/bin/sh\n# Written by e2e/cluster while it installs packages.\nexit 101\n' | as_root tee "$policy" >/dev/null
+    as_root chmod 755 "$policy"; ours=1
+  fi
+  local rc=0
+  { as_root env DEBIAN_FRONTEND=noninteractive apt-get update -qq &&
+    as_root env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null; } || rc=$?
+  if [ "$ours" = 1 ]; then as_root rm -f "$policy"; fi
+  return $rc
+}
+
+# Binaries pods run that no package provides, where non-root container users can read them
+# (the build cache is under a home directory).
+ensure_pod_binaries() {
+  as_root mkdir -p "$POD_BIN_DIR"
+  if ! cmp -s "$COREDNS_BIN/coredns" "$POD_BIN_DIR/coredns"; then
+    as_root install -m 755 "$COREDNS_BIN/coredns" "$POD_BIN_DIR/coredns"
+  fi
 }
 
 ensure_go() {

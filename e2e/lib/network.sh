@@ -1,26 +1,130 @@
-# The pod network on this machine: a bridge holding the gateway address and a
-# blackhole for Service IPs. Nothing is forwarded or routed off the machine.
-# Sourced by e2e/cluster.
+# The pod network on this machine: a bridge holding the gateway address, the
+# Service range routed onto it (kube-proxy translates it there), and rules of our
+# own that keep all of it on the bridge. Sourced by e2e/cluster.
+#
+# What `up` changes on the host, and `down` undoes (verify_clean checks it):
+# - the bridge $POD_BRIDGE, with its own netfilter switch on and forwarding on for
+#   packets arriving on it alone (both are attributes of the bridge: they go with
+#   it; the machine-wide net.ipv4.ip_forward is never touched);
+# - a route for $SERVICE_CIDR onto the bridge, from the gateway address;
+# - nftables table `inet $NFT_TABLE` (ours) and kube-proxy's `ip`/`ip6 kube-proxy`.
+
+# Sysctls that this cluster (or kube-proxy) could change machine-wide; down compares
+# them with their values from before up.
+HOST_SYSCTLS=(
+  net/ipv4/ip_forward net/ipv4/conf/all/forwarding net/ipv4/conf/all/route_localnet
+  net/bridge/bridge-nf-call-iptables net/netfilter/nf_conntrack_max
+  net/netfilter/nf_conntrack_tcp_timeout_established net/netfilter/nf_conntrack_tcp_timeout_close_wait
+  net/netfilter/nf_conntrack_tcp_be_liberal
+)
+
+host_sysctls() {
+  local s
+  for s in "${HOST_SYSCTLS[@]}"; do printf '%s=%s\n' "$s" "$(cat "/proc/sys/$s" 2>/dev/null || echo absent)"; done
+}
+
+# Our rules. The Service range never leaves the bridge: what kube-proxy translated
+# carries a pod address by the time these chains see it (they run after its NAT and
+# filter chains), so anything still addressed to a Service IP here was not served
+# and is refused at once. Forwarding is confined to the bridge: in on it, out on
+# it. Pod-network addresses never go out any other interface.
+nft_rules() {
+  cat <<NFT
+table inet $NFT_TABLE {
+  chain forward {
+    type filter hook forward priority filter + 10; policy accept;
+    iifname "$POD_BRIDGE" oifname != "$POD_BRIDGE" drop
+    oifname "$POD_BRIDGE" iifname != "$POD_BRIDGE" drop
+    ip daddr $SERVICE_CIDR reject
+  }
+  chain output {
+    type filter hook output priority filter + 10; policy accept;
+    ip daddr $SERVICE_CIDR reject
+    oifname != { "$POD_BRIDGE", "lo" } ip daddr { $POD_NETWORK, $SERVICE_CIDR } drop
+    oifname "$POD_BRIDGE" icmp type redirect drop
+  }
+  chain postrouting {
+    type filter hook postrouting priority filter + 10; policy accept;
+    oifname != { "$POD_BRIDGE", "lo" } ip saddr $POD_NETWORK drop
+  }
+}
+NFT
+}
 
 net_up() {
   if ! ip link show "$POD_BRIDGE" >/dev/null 2>&1; then
     as_root ip link add "$POD_BRIDGE" type bridge
   fi
+  # A pod reaching a Service backed by a pod on the same bridge gets its reply bridged
+  # straight from that pod; only if bridged IPv4 passes netfilter does conntrack
+  # translate the reply back to the Service address (br_netfilter, this bridge only).
+  as_root ip link set "$POD_BRIDGE" type bridge nf_call_iptables 1
   if ! ip -4 addr show dev "$POD_BRIDGE" | grep -q " $POD_GATEWAY/"; then
     as_root ip addr add "$POD_GATEWAY/${POD_NETWORK#*/}" dev "$POD_BRIDGE"
   fi
   as_root ip link set "$POD_BRIDGE" up
-  if ! ip route show type blackhole | grep -q "^blackhole $SERVICE_CIDR"; then
-    as_root ip route add blackhole "$SERVICE_CIDR"
+  # Pod -> Service -> pod is routed through the host: forwarding for packets that arrive
+  # on the bridge (the forward chain sends them nowhere but back onto it).
+  echo 1 | as_root tee "/proc/sys/net/ipv4/conf/$POD_BRIDGE/forwarding" >/dev/null
+  # Left by an older version of this script.
+  if ip route show type blackhole | grep -q "^blackhole $SERVICE_CIDR"; then
+    as_root ip route del blackhole "$SERVICE_CIDR"
   fi
-  # The pod network must stay on this machine; we never turn forwarding on.
-  if [ "$(cat /proc/sys/net/ipv4/ip_forward)" != 0 ]; then
-    log "note: net.ipv4.ip_forward is on on this machine; the pod bridge has no NAT or route out, so pod traffic still stays local"
+  as_root ip route replace "$SERVICE_CIDR" dev "$POD_BRIDGE" src "$POD_GATEWAY"
+  if as_root nft list table inet "$NFT_TABLE" >/dev/null 2>&1; then
+    as_root nft delete table inet "$NFT_TABLE"
   fi
+  nft_rules | as_root nft -f -
 }
 
 net_down() {
-  ip route show type blackhole | grep -q "^blackhole $SERVICE_CIDR" && as_root ip route del blackhole "$SERVICE_CIDR"
-  ip link show "$POD_BRIDGE" >/dev/null 2>&1 && as_root ip link del "$POD_BRIDGE"
+  local t
+  for t in "inet $NFT_TABLE" "ip kube-proxy" "ip6 kube-proxy"; do
+    # shellcheck disable=SC2086
+    if as_root nft list table $t >/dev/null 2>&1; then as_root nft delete table $t; fi
+  done
+  if ip route show "$SERVICE_CIDR" | grep -q .; then as_root ip route del "$SERVICE_CIDR"; fi
+  if ip route show type blackhole | grep -q "^blackhole $SERVICE_CIDR"; then
+    as_root ip route del blackhole "$SERVICE_CIDR"
+  fi
+  if ip link show "$POD_BRIDGE" >/dev/null 2>&1; then as_root ip link del "$POD_BRIDGE"; fi
   return 0
+}
+
+# verify_clean [BASELINE]: lists everything of the cluster still on this machine (links,
+# namespaces, routes, nftables tables, processes, and sysctls that differ from BASELINE,
+# the output of host_sysctls before up); fails if anything is.
+verify_clean() {
+  local baseline="${1:-}" left=() l p exe
+  ip link show "$POD_BRIDGE" >/dev/null 2>&1 && left+=("link $POD_BRIDGE")
+  for l in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep '^gv' || true); do left+=("link $l"); done
+  for l in $(ip netns list | awk '{print $1}' | grep '^gbo-' || true); do left+=("netns $l"); done
+  ip route show "$SERVICE_CIDR" | grep -q . && left+=("route $SERVICE_CIDR")
+  ip route show type blackhole | grep -q "$SERVICE_CIDR" && left+=("blackhole route $SERVICE_CIDR")
+  ip route show "$POD_NETWORK" | grep -q . && left+=("route $POD_NETWORK")
+  for l in "inet $NFT_TABLE" "ip kube-proxy" "ip6 kube-proxy"; do
+    # shellcheck disable=SC2086
+    as_root nft list table $l >/dev/null 2>&1 && left+=("nftables table $l")
+  done
+  # Control-plane programs, and container processes (their root is in the runner's state).
+  for p in /proc/[0-9]*; do
+    exe=$(readlink "$p/exe" 2>/dev/null) || continue
+    case "$exe" in
+      "$GBO_CACHE"/bin/*|"$POD_BIN_DIR"/*|"$PODRUNNER_BIN") left+=("process ${p#/proc/} $exe"); continue ;;
+    esac
+    case "$(readlink "$p/root" 2>/dev/null)" in
+      "$PODRUNNER_STATE"/*) left+=("container process ${p#/proc/} $exe") ;;
+    esac
+  done
+  if [ -n "$baseline" ]; then
+    while IFS= read -r l; do
+      grep -qxF "$l" <<< "$baseline" || left+=("sysctl ${l%%=*} is ${l#*=}, was $(grep "^${l%%=*}=" <<< "$baseline" | cut -d= -f2-)")
+    done < <(host_sysctls)
+  fi
+  if [ ${#left[@]} -gt 0 ]; then
+    err "left on this machine by the cluster:"
+    printf '  %s\n' "${left[@]}" >&2
+    return 1
+  fi
+  log "clean: no link, namespace, route, nftables table, process or sysctl change of the cluster remains"
 }

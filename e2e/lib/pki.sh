@@ -56,6 +56,8 @@ gen_pki() {
   gen_cert admin "/O=system:masters/CN=gbo-admin"
   gen_cert controller-manager "/CN=system:kube-controller-manager"
   gen_cert scheduler "/CN=system:kube-scheduler"
+  # The bootstrap policy binds system:node-proxier to this user, as for a cluster's kube-proxy.
+  gen_cert kube-proxy "/CN=system:kube-proxy"
   # kwok plays every kubelet: it updates nodes, pods and node leases of all nodes.
   gen_cert kwok "/O=system:masters/CN=kwok-controller"
   gen_cert serving "/CN=localhost" "DNS:localhost,IP:127.0.0.1" serverAuth
@@ -66,5 +68,6 @@ gen_pki() {
   gen_kubeconfig controller-manager "$server" "$GBO_STATE/controller-manager.kubeconfig"
   gen_kubeconfig scheduler "$server" "$GBO_STATE/scheduler.kubeconfig"
   gen_kubeconfig kwok "$server" "$GBO_STATE/kwok.kubeconfig"
+  gen_kubeconfig kube-proxy "$server" "$GBO_STATE/kube-proxy.kubeconfig"
   touch "$dir/.complete"
 }

@@ -1,5 +1,6 @@
 # Proves the local cluster really runs workloads: a Deployment gets Ready pods, a
-# StatefulSet's volumeClaimTemplate gets a Bound claim, a CronJob's Job completes.
+# StatefulSet's volumeClaimTemplate gets a Bound claim, a CronJob's Job completes, a real
+# pod answers on its address, its Service's ClusterIP and, from inside a pod, by name.
 # Sourced by e2e/cluster.
 
 smoke_check() {
@@ -60,6 +61,7 @@ YAML
   kc -n "$ns" rollout status statefulset/smoke --timeout=60s >/dev/null || { err "smoke: StatefulSet pod did not become Ready"; return 1; }
   log "smoke: StatefulSet pod Ready with a Bound claim"
   smoke_real_pod "$ns" || return 1
+  smoke_service "$ns" || return 1
   wait_for "a Job of the smoke CronJob to complete" 90 smoke_job_complete "$ns" || return 1
   log "smoke: CronJob's Job completed"
   kc delete namespace "$ns" --wait=false >/dev/null
@@ -94,7 +96,7 @@ spec:
 ---
 apiVersion: v1
 kind: Service
-metadata: {name: smoke-redis}
+metadata: {name: smoke-cache}
 spec:
   selector: {app: smoke-redis}
   ports: [{port: 6379, targetPort: redis}]
@@ -108,6 +110,28 @@ YAML
 }
 
 smoke_endpoint() {
-  kc -n "$1" get endpointslices -l kubernetes.io/service-name=smoke-redis \
+  kc -n "$1" get endpointslices -l kubernetes.io/service-name=smoke-cache \
     -o jsonpath='{range .items[*].endpoints[*]}{.addresses[0]}{"\n"}{end}' | grep -qx "$2"
+}
+
+# The real pod's Service through kube-proxy: its ClusterIP from this host, and from inside the
+# pod by name through the cluster DNS (the pod reaching itself through its own Service).
+smoke_service() {
+  local ns="$1" vip name="smoke-cache.$1.svc.$CLUSTER_DOMAIN"
+  vip=$(kc -n "$ns" get service smoke-cache -o jsonpath='{.spec.clusterIP}')
+  wait_for "the smoke Service's ClusterIP $vip to answer" 15 smoke_redis_ping "$vip" ||
+    { err "smoke: redis does not answer on its ClusterIP $vip (kube-proxy)"; return 1; }
+  local got
+  got=$(smoke_exec "$ns" getent hosts smoke-cache | awk '{print $1" "$2}')
+  [ "$got" = "$vip $name" ] || { err "smoke: smoke-cache resolved to '$got' in the pod, not '$vip $name'"; return 1; }
+  [ "$(smoke_exec "$ns" redis-cli -h smoke-cache ping)" = PONG ] ||
+    { err "smoke: the pod does not reach its own Service by name"; return 1; }
+  log "smoke: Service answers on ClusterIP $vip from the host, and by name from inside the pod"
+}
+
+smoke_redis_ping() { [ "$(redis-cli -h "$1" ping 2>/dev/null)" = PONG ]; }
+
+smoke_exec() {
+  local ns="$1"; shift
+  "$PODRUNNER_BIN" --state-dir "$PODRUNNER_STATE" exec --timeout 10 "$ns/smoke-redis" -- "$@" 2>/dev/null
 }

@@ -4,7 +4,7 @@ use crate::error::{Error, Result};
 use crate::objects::Objects;
 use k8s_openapi::api::core::v1::{Container, ObjectFieldSelector, Pod};
 use std::collections::HashMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 
 pub const DEFAULT_PATH: &str = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin";
 
@@ -13,7 +13,9 @@ pub struct EnvContext<'a> {
     pub pod: &'a Pod,
     pub pod_ip: Ipv4Addr,
     pub host_ip: Ipv4Addr,
-    pub apiserver_port: u16,
+    /// `KUBERNETES_SERVICE_HOST`/`PORT`: the `kubernetes` Service, or the API server's address
+    /// on the gateway where no kube-proxy serves Services.
+    pub apiserver: SocketAddrV4,
     pub extra_path: Option<&'a str>,
     pub objects: &'a Objects,
 }
@@ -89,8 +91,8 @@ pub fn resolve(c: &Container, ctx: &EnvContext) -> Result<Vec<(String, String)>>
         Some(extra) => format!("{extra}:{DEFAULT_PATH}"),
         None => DEFAULT_PATH.to_string(),
     };
-    let gateway = ctx.host_ip.to_string();
-    let port = ctx.apiserver_port.to_string();
+    let api_host = ctx.apiserver.ip().to_string();
+    let port = ctx.apiserver.port().to_string();
     let hostname = ctx
         .pod
         .spec
@@ -101,10 +103,10 @@ pub fn resolve(c: &Container, ctx: &EnvContext) -> Result<Vec<(String, String)>>
     for (k, v) in [
         ("PATH", path),
         ("HOSTNAME", hostname),
-        ("KUBERNETES_SERVICE_HOST", gateway.clone()),
+        ("KUBERNETES_SERVICE_HOST", api_host.clone()),
         ("KUBERNETES_SERVICE_PORT", port.clone()),
         ("KUBERNETES_SERVICE_PORT_HTTPS", port.clone()),
-        ("KUBERNETES_PORT", format!("tcp://{gateway}:{port}")),
+        ("KUBERNETES_PORT", format!("tcp://{api_host}:{port}")),
     ] {
         set(&mut vars, k.to_string(), v);
     }

@@ -1,9 +1,9 @@
-//! The `gbo-podrunner` command: `run` (the runner), `fault` (chaos), `logs`.
+//! The `gbo-podrunner` command: `run` (the runner), `fault` (chaos), `logs`, `exec`.
 
 use clap::{Parser, Subcommand};
 use gbo_podrunner::settings::Settings;
-use gbo_podrunner::{fault, runner};
-use std::net::Ipv4Addr;
+use gbo_podrunner::{exec, fault, runner};
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -48,6 +48,19 @@ enum Command {
         #[arg(long)]
         previous: bool,
     },
+    /// Run a command inside a running container (as `kubectl exec`); exits with its status.
+    Exec {
+        /// NAMESPACE/POD
+        pod: String,
+        /// The container (needed when the pod runs several).
+        #[arg(short, long)]
+        container: Option<String>,
+        /// Kill the command (and all it started) after this many seconds.
+        #[arg(long, default_value_t = 60)]
+        timeout: u64,
+        #[arg(last = true, required = true)]
+        command: Vec<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -73,6 +86,18 @@ struct RunArgs {
     path_aliases: Vec<String>,
     #[arg(long, default_value_t = 10)]
     restart_backoff_seconds: u64,
+    /// The Service range; pods route it via the gateway (where kube-proxy serves it).
+    #[arg(long)]
+    service_cidr: Option<String>,
+    /// The kube-dns Service's address, the nameserver of ClusterFirst pods.
+    #[arg(long)]
+    cluster_dns: Option<Ipv4Addr>,
+    #[arg(long, default_value = "cluster.local")]
+    cluster_domain: String,
+    /// IP:PORT of the `kubernetes` Service, given to pods as KUBERNETES_SERVICE_HOST/PORT
+    /// (default: the API server on the gateway).
+    #[arg(long)]
+    kubernetes_service: Option<SocketAddrV4>,
 }
 
 fn split_pod(s: &str) -> Option<(&str, &str)> {
@@ -104,6 +129,23 @@ fn main() -> ExitCode {
             .map_err(|e| e.to_string()),
         },
         Command::Cleanup => cleanup(cli.state_dir),
+        Command::Exec {
+            pod,
+            container,
+            timeout,
+            command,
+        } => match split_pod(&pod) {
+            None => Err("pod must be NAMESPACE/NAME".to_string()),
+            Some((ns, name)) => {
+                let target = (ns, name, container.as_deref());
+                return run_exec(
+                    &cli.state_dir,
+                    target,
+                    &command,
+                    Duration::from_secs(timeout),
+                );
+            }
+        },
         Command::Logs {
             pod,
             container,
@@ -129,21 +171,55 @@ fn cleanup(state_dir: PathBuf) -> Result<(), String> {
         .enable_all()
         .build()
         .map_err(|e| e.to_string())?;
-    let settings = Settings {
-        state_dir,
-        bridge: String::new(),
-        gateway: Ipv4Addr::UNSPECIFIED,
-        prefix_len: 0,
-        apiserver_port: 0,
-        real_images: regex::Regex::new("^$").map_err(|e| e.to_string())?,
-        ip_offset: 0,
-        extra_path: None,
-        path_aliases: Vec::new(),
-        restart_backoff: Duration::ZERO,
-        restart_backoff_max: Duration::ZERO,
-    };
-    rt.block_on(runner::clean_leftovers(&settings));
+    rt.block_on(runner::clean_leftovers(&state_dir));
     Ok(())
+}
+
+/// Runs the command in the container with this process's input and output, and exits as it
+/// did (124 after the timeout, as timeout(1)).
+fn run_exec(
+    state_dir: &std::path::Path,
+    (ns, pod, container): (&str, &str, Option<&str>),
+    argv: &[String],
+    timeout: Duration,
+) -> ExitCode {
+    let outcome = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| e.to_string())
+        .and_then(|rt| {
+            let target = exec::target(state_dir, ns, pod, container).map_err(|e| e.to_string())?;
+            let mut cmd = exec::command(&target, argv);
+            cmd.stdin(std::process::Stdio::inherit()).process_group(0);
+            rt.block_on(async {
+                let mut child = cmd.spawn().map_err(|e| e.to_string())?;
+                let mut guard = exec::GroupGuard::new(&child);
+                let status = tokio::time::timeout(timeout, child.wait()).await;
+                if let Ok(status) = status {
+                    guard.disarm();
+                    return status.map_err(|e| e.to_string());
+                }
+                eprintln!(
+                    "gbo-podrunner: {} still running after {timeout:?}; killed",
+                    argv.join(" ")
+                );
+                Ok(std::os::unix::process::ExitStatusExt::from_raw(124 << 8))
+            })
+        });
+    match outcome {
+        Ok(status) => {
+            use std::os::unix::process::ExitStatusExt;
+            let code = status
+                .code()
+                .or_else(|| status.signal().map(|s| 128 + s))
+                .unwrap_or(255);
+            ExitCode::from(u8::try_from(code).unwrap_or(255))
+        }
+        Err(e) => {
+            eprintln!("gbo-podrunner: {e}");
+            ExitCode::FAILURE
+        }
+    }
 }
 
 fn run(state_dir: PathBuf, a: RunArgs) -> Result<(), String> {
@@ -176,6 +252,10 @@ fn run(state_dir: PathBuf, a: RunArgs) -> Result<(), String> {
         path_aliases,
         restart_backoff: Duration::from_secs(a.restart_backoff_seconds),
         restart_backoff_max: Duration::from_secs(300),
+        service_cidr: a.service_cidr,
+        cluster_dns: a.cluster_dns,
+        cluster_domain: a.cluster_domain,
+        kubernetes_service: a.kubernetes_service,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -1,5 +1,6 @@
 //! A network namespace per pod: the pod's address on eth0 (a veth on the bridge) and its own
-//! loopback. No default route: a pod reaches the pod network and the gateway, nothing else.
+//! loopback. No default route: a pod reaches the pod network, the gateway and, through the
+//! gateway (where kube-proxy serves it), the Service range; nothing else.
 
 use crate::error::{Error, Result};
 use std::net::Ipv4Addr;
@@ -35,8 +36,18 @@ pub async fn ip(args: &[&str]) -> Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).to_string())
 }
 
+/// How a pod's namespace is wired.
+pub struct Wiring<'a> {
+    pub bridge: &'a str,
+    pub prefix_len: u8,
+    pub gateway: Ipv4Addr,
+    /// Routed via the gateway when set (the Service range).
+    pub service_cidr: Option<&'a str>,
+}
+
 /// Creates (or recreates) the namespace `ns` holding `addr/prefix` on eth0.
-pub async fn create(ns: &str, veth: &str, addr: Ipv4Addr, prefix: u8, bridge: &str) -> Result<()> {
+pub async fn create(ns: &str, veth: &str, addr: Ipv4Addr, w: &Wiring<'_>) -> Result<()> {
+    let (prefix, bridge) = (w.prefix_len, w.bridge);
     let _ = delete(ns).await;
     ip(&["netns", "add", ns]).await?;
     ip(&[
@@ -44,10 +55,18 @@ pub async fn create(ns: &str, veth: &str, addr: Ipv4Addr, prefix: u8, bridge: &s
     ])
     .await?;
     ip(&["link", "set", veth, "master", bridge, "up"]).await?;
+    // A pod reaching itself through a Service: kube-proxy's translation happens as the frame
+    // crosses the bridge, which must then send it back out the port it came in on (the
+    // kubelet's hairpin-veth mode does the same).
+    ip(&["link", "set", veth, "type", "bridge_slave", "hairpin", "on"]).await?;
     let cidr = format!("{addr}/{prefix}");
     ip(&["-n", ns, "addr", "add", &cidr, "dev", "eth0"]).await?;
     ip(&["-n", ns, "link", "set", "eth0", "up"]).await?;
     ip(&["-n", ns, "link", "set", "lo", "up"]).await?;
+    if let Some(cidr) = w.service_cidr {
+        let gw = w.gateway.to_string();
+        ip(&["-n", ns, "route", "add", cidr, "via", &gw, "dev", "eth0"]).await?;
+    }
     Ok(())
 }
 

@@ -2,19 +2,18 @@
 //! with restarts and probes, status, and graceful termination.
 
 use crate::error::{Error, Result, io};
-use crate::hosts::{self, Entry, Hosts};
 use crate::ipam::Ipam;
 use crate::objects::Objects;
 use crate::settings::Settings;
 use crate::status::{Ctr, PodState, State, Terminated};
 use crate::volumes::{self, VolumeContext, Volumes};
-use crate::{env, net, probes, sandbox};
+use crate::{env, etc, images, net, probes, sandbox};
 use k8s_openapi::api::core::v1::{Container, Node, Pod, Probe};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
 use kube::{Api, Client};
 use std::collections::BTreeMap;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -27,7 +26,6 @@ pub struct Shared {
     pub objects: Objects,
     pub nodes: Store<Node>,
     pub ipam: Mutex<Ipam>,
-    pub hosts: Hosts,
 }
 
 /// What the dispatcher tells a pod task.
@@ -273,20 +271,18 @@ impl PodTask {
                 .unwrap_or_else(|p| p.into_inner())
                 .allocate(&cidr, &self.uid)?;
             let s = &self.shared.settings;
-            net::create(&self.netns, &self.veth, ip, s.prefix_len, &s.bridge).await?;
-            let spec = self.pod.spec.clone().unwrap_or_default();
-            let hostname = spec.hostname.clone().unwrap_or_else(|| self.name.clone());
-            hosts::write_static(&self.etc_dir(), &self.ns, &hostname)?;
-            self.shared.hosts.set(
-                &self.ns,
-                &self.uid,
-                Some(Entry {
-                    ip,
-                    hostname,
-                    subdomain: spec.subdomain.clone(),
-                    etc_dir: self.etc_dir(),
-                }),
-            )?;
+            let wiring = net::Wiring {
+                bridge: &s.bridge,
+                prefix_len: s.prefix_len,
+                gateway: s.gateway,
+                service_cidr: s.service_cidr.as_deref(),
+            };
+            net::create(&self.netns, &self.veth, ip, &wiring).await?;
+            let dns = etc::ClusterDns {
+                nameserver: s.cluster_dns,
+                domain: s.cluster_domain.clone(),
+            };
+            etc::write(&self.etc_dir(), &self.pod, ip, &dns)?;
             self.ip = Some(ip);
             self.state.ip = Some(ip);
             self.state.host_ip = Some(s.gateway);
@@ -336,7 +332,9 @@ impl PodTask {
             pod: &self.pod,
             pod_ip: self.ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
             host_ip: s.gateway,
-            apiserver_port: s.apiserver_port,
+            apiserver: s
+                .kubernetes_service
+                .unwrap_or(SocketAddrV4::new(s.gateway, s.apiserver_port)),
             extra_path: s.extra_path.as_deref(),
             objects: &self.shared.objects,
         };
@@ -383,10 +381,8 @@ impl PodTask {
             mounts,
             aliases: self.shared.settings.path_aliases.clone(),
             etc_dir: self.etc_dir(),
-            image_dirs: Settings::image_dirs(c.image.as_deref().unwrap_or_default())
-                .iter()
-                .map(|d| d.to_string())
-                .collect(),
+            hostname: etc::hostname(&self.pod),
+            layer: images::layer(c.image.as_deref().unwrap_or_default()),
             termination_message_path: c
                 .termination_message_path
                 .clone()
@@ -814,7 +810,6 @@ impl PodTask {
         self.stop_containers(grace, exits).await;
         if self.state.sandbox_ready {
             let _ = net::delete(&self.netns).await;
-            let _ = self.shared.hosts.set(&self.ns, &self.uid, None);
         }
         self.shared
             .ipam

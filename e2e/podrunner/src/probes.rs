@@ -68,7 +68,7 @@ pub async fn run(p: &Probe, c: &Container, ip: Ipv4Addr, exec: Option<ExecTarget
         let mut cmd = tokio::process::Command::new("nsenter");
         cmd.arg("-t")
             .arg(target.main_pid.to_string())
-            .args(["-m", "-n", "-p", "-r", "-w", "--", "/usr/bin/setpriv"])
+            .args(["-m", "-n", "-p", "-u", "-r", "-w", "--", "/usr/bin/setpriv"])
             .arg(format!("--reuid={}", target.uid))
             .arg(format!("--regid={}", target.gid))
             .args(["--clear-groups", "--"])

@@ -1,7 +1,6 @@
 //! Watches pods and hands each real one to its own task; keeps caches of what pods need.
 
 use crate::error::Result;
-use crate::hosts::Hosts;
 use crate::ipam::Ipam;
 use crate::objects::Objects;
 use crate::pod::{PodTask, Shared, Update};
@@ -17,6 +16,7 @@ use serde::de::DeserializeOwned;
 use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::future::Future;
+use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::watch;
@@ -38,8 +38,8 @@ where
 }
 
 /// Stops what an earlier runner left behind: container processes, namespaces, state.
-pub async fn clean_leftovers(settings: &Settings) {
-    let pods = settings.pods_dir();
+pub async fn clean_leftovers(state_dir: &Path) {
+    let pods = state_dir.join("pods");
     for pod in std::fs::read_dir(&pods).into_iter().flatten().flatten() {
         for c in std::fs::read_dir(pod.path().join("containers"))
             .into_iter()
@@ -57,7 +57,7 @@ pub async fn clean_leftovers(settings: &Settings) {
         let _ = net::delete(&ns).await;
     }
     let _ = std::fs::remove_dir_all(&pods);
-    let _ = std::fs::remove_dir_all(settings.state_dir.join("index"));
+    let _ = std::fs::remove_dir_all(state_dir.join("index"));
 }
 
 fn is_real(settings: &Settings, pod: &Pod) -> bool {
@@ -113,7 +113,7 @@ pub async fn run(
     client: Client,
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
-    clean_leftovers(&settings).await;
+    clean_leftovers(&settings.state_dir).await;
     std::fs::create_dir_all(settings.pods_dir()).map_err(crate::error::io(settings.pods_dir()))?;
     let objects = Objects {
         config_maps: cache::<ConfigMap>(&client),
@@ -132,7 +132,6 @@ pub async fn run(
     let shared = Arc::new(Shared {
         client: client.clone(),
         ipam: Mutex::new(Ipam::new(settings.ip_offset)),
-        hosts: Hosts::default(),
         settings,
         objects,
         nodes,
@@ -190,6 +189,6 @@ pub async fn run(
     for (_, (_, handle)) in tasks.running.drain() {
         let _ = tokio::time::timeout(Duration::from_secs(15), handle).await;
     }
-    clean_leftovers(&shared.settings).await;
+    clean_leftovers(&shared.settings.state_dir).await;
     Ok(())
 }

@@ -1,9 +1,11 @@
-//! Starting a container: in the pod's network namespace, new mount and PID namespaces, an
-//! overlay of this machine's root as its filesystem (writes stay private to the container),
-//! its volumes bind-mounted where the spec says, then the command as the spec's user.
+//! Starting a container: in the pod's network namespace, new mount, PID and UTS namespaces
+//! (its hostname is the pod's), an overlay of this machine's root as its filesystem (writes
+//! stay private to the container) with the image's own files laid in, its volumes
+//! bind-mounted where the spec says, then the command as the spec's user.
 
 use crate::error::{Error, Result, io};
-use std::os::unix::fs::PermissionsExt;
+use crate::images::Layer;
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 
@@ -31,8 +33,10 @@ pub struct Launch {
     pub aliases: Vec<(String, String)>,
     /// hosts, resolv.conf and hostname of the pod.
     pub etc_dir: PathBuf,
-    /// Directories to create world-writable (sticky), as the image would have them.
-    pub image_dirs: Vec<String>,
+    /// The pod's hostname, set in the container's own UTS namespace.
+    pub hostname: String,
+    /// What the image has that this machine's root lacks.
+    pub layer: Layer,
     /// Where the container may write why it ended (`terminationMessagePath`).
     pub termination_message_path: String,
 }
@@ -104,6 +108,11 @@ fn init_script(l: &Launch) -> Result<String> {
         "#!/bin/sh\n# Written by gbo-podrunner: sets up one container, then becomes it.\nset -eu\n",
     );
     s += &format!("R={}\n", q(&root.to_string_lossy()));
+    // This shell runs in a UTS namespace of its own: the hostname is the pod's alone.
+    s += &format!(
+        "printf '%s' {} > /proc/sys/kernel/hostname\n",
+        q(&l.hostname)
+    );
     s += "/usr/bin/mount --make-rprivate /\n";
     s += &format!(
         "/usr/bin/mount -t overlay overlay -o {} \"$R\"\n",
@@ -124,7 +133,7 @@ fn init_script(l: &Launch) -> Result<String> {
     s += "/usr/bin/mount --rbind /sys \"$R/sys\"\n";
     s += "/usr/bin/mount -t tmpfs -o mode=755 tmpfs \"$R/run\"\n";
     s += "/usr/bin/mount -t tmpfs -o mode=1777 tmpfs \"$R/tmp\"\n";
-    for d in &l.image_dirs {
+    for d in &l.layer.dirs {
         s += &format!(
             "/usr/bin/mkdir -p -m 1777 \"$R\"{}\n",
             q(&resolve_in_root(d)?)
@@ -171,6 +180,14 @@ fn init_script(l: &Launch) -> Result<String> {
             q(&l.etc_dir.join(f).to_string_lossy())
         );
     }
+    for (name, uid, gid) in &l.layer.users {
+        s += &format!(
+            "/usr/bin/grep -q '^{name}:' \"$R/etc/group\" || echo '{name}:x:{gid}:' >> \"$R/etc/group\"\n"
+        );
+        s += &format!(
+            "/usr/bin/grep -q '^{name}:' \"$R/etc/passwd\" || echo '{name}:x:{uid}:{gid}:{name} user:/nonexistent:/usr/sbin/nologin' >> \"$R/etc/passwd\"\n"
+        );
+    }
     // Images define the user they run as; this machine may not. Give the container's own
     // /etc/passwd and /etc/group (copied up into its private layer) an entry for its uid/gid,
     // as programs such as initdb refuse to run as a user they cannot look up.
@@ -207,6 +224,46 @@ fn init_script(l: &Launch) -> Result<String> {
     Ok(s)
 }
 
+/// Creates `target`'s missing parents inside `upper` with the owner and mode the same
+/// directories have on this machine's root, so that laying a file in does not change how
+/// the directories above it look in the container.
+fn make_parents(upper: &Path, target: &str) -> Result<PathBuf> {
+    let mut on_host = PathBuf::from("/");
+    let mut in_upper = upper.to_path_buf();
+    let parent = Path::new(target).parent().unwrap_or(Path::new("/"));
+    for comp in parent.components().skip(1) {
+        on_host.push(comp);
+        in_upper.push(comp);
+        if in_upper.is_dir() {
+            continue;
+        }
+        std::fs::create_dir(&in_upper).map_err(io(&in_upper))?;
+        if let Ok(m) = std::fs::metadata(&on_host) {
+            std::fs::set_permissions(
+                &in_upper,
+                std::fs::Permissions::from_mode(m.mode() & 0o7777),
+            )
+            .map_err(io(&in_upper))?;
+            std::os::unix::fs::chown(&in_upper, Some(m.uid()), Some(m.gid()))
+                .map_err(io(&in_upper))?;
+        }
+    }
+    Ok(in_upper.join(Path::new(target).file_name().unwrap_or_default()))
+}
+
+/// Writes the image's files and links into the container's private layer.
+fn lay_in(upper: &Path, layer: &Layer) -> Result<()> {
+    for (path, content) in &layer.files {
+        let p = make_parents(upper, &resolve_in_root(path)?)?;
+        std::fs::write(&p, content).map_err(io(&p))?;
+    }
+    for (path, target) in &layer.links {
+        let p = make_parents(upper, &resolve_in_root(path)?)?;
+        std::os::unix::fs::symlink(target, &p).map_err(io(&p))?;
+    }
+    Ok(())
+}
+
 /// Starts the container. The returned child is the namespace launcher; it exits with the
 /// container's status. A fresh writable layer each time, as a restarted container gets.
 pub fn start(l: &Launch) -> Result<tokio::process::Child> {
@@ -220,6 +277,7 @@ pub fn start(l: &Launch) -> Result<tokio::process::Child> {
         let d = l.dir.join(sub);
         std::fs::create_dir_all(&d).map_err(io(&d))?;
     }
+    lay_in(&l.dir.join("upper"), &l.layer)?;
     let script = l.dir.join("init.sh");
     std::fs::write(&script, init_script(l)?).map_err(io(&script))?;
     let msg = l.dir.join("termination-log");
@@ -239,6 +297,7 @@ pub fn start(l: &Launch) -> Result<tokio::process::Child> {
         "unshare",
         "--mount",
         "--pid",
+        "--uts",
         "--fork",
         "--propagation",
         "private",
@@ -368,7 +427,8 @@ mod tests {
             }],
             aliases: vec![],
             etc_dir: "/state/etc".into(),
-            image_dirs: vec![],
+            hostname: "redis-0".into(),
+            layer: Layer::default(),
             termination_message_path: "/dev/termination-log".into(),
         };
         let s = init_script(&l).unwrap();
@@ -376,6 +436,7 @@ mod tests {
         assert!(s.contains("--chdir='/data dir'"));
         assert!(s.contains("--reuid=999 --regid=999 --groups=1000"));
         assert!(s.contains("remount,bind,ro"));
+        assert!(s.contains("printf '%s' 'redis-0' > /proc/sys/kernel/hostname"));
         let mut bad = l.clone();
         bad.mounts[0].target = "/etc/../../x".into();
         assert!(init_script(&bad).is_err());

@@ -1,7 +1,7 @@
 //! How the runner is set up: where it keeps state, the pod network, what it runs for real.
 
 use regex::Regex;
-use std::net::Ipv4Addr;
+use std::net::{Ipv4Addr, SocketAddrV4};
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -29,6 +29,16 @@ pub struct Settings {
     /// First delay before restarting a crashed container (doubles up to `restart_backoff_max`).
     pub restart_backoff: Duration,
     pub restart_backoff_max: Duration,
+    /// The Service range (`10.96.0.0/16`): pods route it via the gateway, where kube-proxy
+    /// serves it. `None`: pods get no route for it.
+    pub service_cidr: Option<String>,
+    /// The cluster DNS Service's address (kube-dns). `None`: `ClusterFirst` pods fall back to
+    /// `Default`, as a kubelet without `clusterDNS` does.
+    pub cluster_dns: Option<Ipv4Addr>,
+    pub cluster_domain: String,
+    /// Where pods reach the API server (`KUBERNETES_SERVICE_HOST`/`PORT`): the `kubernetes`
+    /// Service when kube-proxy serves it; `None`: the gateway and `apiserver_port`.
+    pub kubernetes_service: Option<SocketAddrV4>,
 }
 
 impl Settings {
@@ -43,24 +53,20 @@ impl Settings {
         let repo = name.split([':', '@']).next().unwrap_or(name);
         match repo {
             "redis" => Some(vec!["redis-server".into()]),
+            // The official image's CMD.
+            "nginx" => Some(vec!["nginx".into(), "-g".into(), "daemon off;".into()]),
+            // The images' entrypoints, found on PATH (Debian's exporters, the cached CoreDNS).
+            "coredns" => Some(vec!["coredns".into()]),
+            "redis_exporter" => Some(vec!["prometheus-redis-exporter".into()]),
+            "postgres-exporter" | "postgres_exporter" => {
+                Some(vec!["prometheus-postgres-exporter".into()])
+            }
             // The stock app images: stand-ins of our own (e2e/standins).
             "examplevotingapp_vote" => Some(standin("vote")),
             "examplevotingapp_result" => Some(standin("result")),
             "examplevotingapp_worker" => Some(standin("worker")),
             "gb-frontend" => Some(standin("gb_frontend")),
             _ => None,
-        }
-    }
-
-    /// Directories the image ships writable (absent from this machine's root or hidden by the
-    /// container's fresh /run): the PostgreSQL images' socket directory.
-    pub fn image_dirs(image: &str) -> &'static [&'static str] {
-        let name = image.rsplit('/').next().unwrap_or(image);
-        if name.starts_with("spilo") || name.starts_with("postgres") || name.starts_with("patroni")
-        {
-            &["/run/postgresql"]
-        } else {
-            &[]
         }
     }
 
