@@ -60,7 +60,7 @@ NODES=(
 # Pods with a container image matching this (extended) regular expression are
 # run for real by the store-process runner; kwok leaves them alone. Every other
 # pod is simulated by kwok (it turns Ready, Job pods complete).
-REAL_IMAGES_REGEX="${GBO_REAL_IMAGES_REGEX:-(^|/)(redis|spilo-[0-9]+|patroni|postgres|guestbook-operator-backup|nginx|coredns)(:|@|$)}"
+REAL_IMAGES_REGEX="${GBO_REAL_IMAGES_REGEX:-(^|/)(redis|spilo-[0-9]+|patroni|postgres|guestbook-operator-backup|nginx|coredns|examplevotingapp_(vote|result|worker)|gb-frontend)(:|@|$)}"
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 err() { printf '[cluster] ERROR: %s\n' "$*" >&2; }
