@@ -22,14 +22,17 @@ class Handler(BaseHTTPRequestHandler):
 
     def reply(self, status, body, content_type="text/html; charset=utf-8", headers=()):
         data = body.encode("utf-8") if isinstance(body, str) else body
-        self.send_response(status)
-        self.send_header("Content-Type", content_type)
-        self.send_header("Content-Length", str(len(data)))
-        for name, value in headers:
-            self.send_header(name, value)
-        self.end_headers()
-        if self.command != "HEAD":
-            self.wfile.write(data)
+        try:
+            self.send_response(status)
+            self.send_header("Content-Type", content_type)
+            self.send_header("Content-Length", str(len(data)))
+            for name, value in headers:
+                self.send_header(name, value)
+            self.end_headers()
+            if self.command != "HEAD":
+                self.wfile.write(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the client left without reading it all (a probe that saw the status)
 
     def log_message(self, format, *args):
         # The access log goes to stdout, where the images' servers write theirs.

@@ -127,7 +127,8 @@ SESSIONS = Sessions()
 def db_connection():
     for _ in range(1000):
         try:
-            return psycopg.connect(DSN, sslmode="disable", autocommit=True)
+            # pg speaks UTF8 whatever the database's encoding (even SQL_ASCII).
+            return psycopg.connect(DSN, sslmode="disable", autocommit=True, client_encoding="UTF8")
         except (OSError, psycopg.Error):
             err("Waiting for db")
             time.sleep(1)
@@ -162,6 +163,14 @@ def die(why):
 
 
 def poll_scores():
+    try:
+        query_forever()
+    except Exception as e:
+        # An exception in a pg callback is uncaught in Node: the process dies of it.
+        die(f"{type(e).__name__}: {e}")
+
+
+def query_forever():
     conn = db_connection()
     if conn is None:
         return

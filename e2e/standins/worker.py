@@ -47,7 +47,10 @@ CREATE_TABLE = """CREATE TABLE IF NOT EXISTS votes (
 def open_db():
     while True:
         try:
-            conn = psycopg.connect(**DB, sslmode="disable", connect_timeout=15, autocommit=True)
+            # Npgsql speaks UTF8 whatever the database's encoding (even SQL_ASCII).
+            conn = psycopg.connect(
+                **DB, sslmode="disable", connect_timeout=15, autocommit=True, client_encoding="UTF8"
+            )
             break
         except (OSError, psycopg.Error):
             err("Waiting for db")

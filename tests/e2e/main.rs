@@ -2,6 +2,7 @@
 //! control plane from e2e/cluster, or kind). Each test works in a namespace of its own.
 
 mod admission;
+mod apps_client;
 mod leader;
 mod patroni_backup;
 mod patroni_cluster;
@@ -9,5 +10,6 @@ mod patroni_roll;
 mod real;
 mod redis_sentinel;
 mod runner;
+mod standins;
 mod status;
 mod support;

@@ -230,6 +230,8 @@ impl Sandbox {
                 "--auth-local=trust",
                 "--no-sync",
             ])
+            // The least helpful encoding: the clients must ask for UTF8 as the real ones do.
+            .args(["--encoding=SQL_ASCII", "--locale=C"])
             .arg(format!("--pwfile={}", pwfile.display()))
             .uid(self.env.pg_uid)
             .gid(self.env.pg_gid);

@@ -1,0 +1,190 @@
+//! The stock app images as the example manifests run them (no command given), reaching their
+//! stores by Service name only: vote → `redis` → worker → `db` → result, and gb-frontend's
+//! `redis-leader` / `redis-follower`. On the local cluster the pod runner runs the stand-ins of
+//! e2e/standins for them, through kube-proxy and CoreDNS as on any cluster; votes and the tally
+//! go through the vote and result Services as a browser's would.
+
+use crate::apps_client::{self, Tally};
+use crate::real::{ip, pods, psql, ready, runner_state};
+use crate::support::{TestNamespace, apply_file, client, repo, wait_for};
+use k8s_openapi::api::core::v1::Service;
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::api::ListParams;
+use kube::{Api, Client};
+use std::net::Ipv4Addr;
+use std::time::Duration;
+
+/// The local cluster's Service range: the only virtual addresses this test may send to (the
+/// host's kube-proxy translates them to pod addresses on this machine).
+const SERVICE_RANGE: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 96, 0, 0), 16);
+
+pub fn required() -> bool {
+    std::env::var("GBO_REQUIRE_RUNNER").as_deref() == Ok("1")
+}
+
+/// Whether the cluster serves `kube-dns` from at least one ready endpoint.
+pub async fn cluster_dns(c: &Client) -> bool {
+    if Api::<Service>::namespaced(c.clone(), "kube-system")
+        .get_opt("kube-dns")
+        .await
+        .ok()
+        .flatten()
+        .is_none()
+    {
+        return false;
+    }
+    let slices = Api::<EndpointSlice>::namespaced(c.clone(), "kube-system")
+        .list(&ListParams::default().labels("kubernetes.io/service-name=kube-dns"))
+        .await
+        .map(|l| l.items)
+        .unwrap_or_default();
+    slices
+        .iter()
+        .flat_map(|s| s.endpoints.iter().flatten())
+        .any(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
+}
+
+/// Whether this checkout's cluster scripts start CoreDNS (then its absence is a failure).
+fn scripts_start_cluster_dns() -> bool {
+    let dir = repo("e2e/lib");
+    let mut files = vec![repo("e2e/cluster")];
+    files.extend(
+        std::fs::read_dir(dir)
+            .into_iter()
+            .flatten()
+            .flatten()
+            .map(|e| e.path()),
+    );
+    files.iter().any(|f| {
+        std::fs::read_to_string(f)
+            .unwrap_or_default()
+            .to_lowercase()
+            .contains("coredns")
+    })
+}
+
+/// The stand-ins the pod runner starts are the installed copies: they must be this checkout's.
+fn installed_standins_current() -> Result<(), String> {
+    let installed = std::path::Path::new("/var/cache/guestbook-operator/standins/apps");
+    for app in ["common", "vote", "worker", "result", "gb_frontend"] {
+        let ours = std::fs::read(repo(&format!("e2e/standins/{app}.py")))
+            .map_err(|e| format!("e2e/standins/{app}.py: {e}"))?;
+        let theirs = std::fs::read(installed.join(format!("{app}.py"))).unwrap_or_default();
+        if ours != theirs {
+            return Err(format!(
+                "{}/{app}.py is not this checkout's (run e2e/standins/install)",
+                installed.display()
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn in_service_range(addr: Ipv4Addr) -> bool {
+    let (net, len) = SERVICE_RANGE;
+    u32::from(addr) >> (32 - len) == u32::from(net) >> (32 - len)
+}
+
+/// `http://<ClusterIP>:<port>/` of Service `name`, refusing any address outside the range.
+pub async fn service_base(c: &Client, ns: &str, name: &str) -> String {
+    let svc = Api::<Service>::namespaced(c.clone(), ns)
+        .get(name)
+        .await
+        .unwrap_or_else(|e| panic!("Service {name}: {e}"));
+    let spec = svc.spec.expect("Service spec");
+    let addr: Ipv4Addr = spec
+        .cluster_ip
+        .as_deref()
+        .and_then(|a| a.parse().ok())
+        .unwrap_or_else(|| panic!("Service {name} has no ClusterIP"));
+    assert!(
+        in_service_range(addr),
+        "Service {name}: {addr} is outside the local Service range; not sending there"
+    );
+    let port = spec.ports.expect("ports")[0].port;
+    format!("http://{addr}:{port}/")
+}
+
+#[tokio::test]
+async fn stock_apps_vote_to_tally_and_guestbook_by_service_name() {
+    let Some(_state) = runner_state() else { return };
+    let c = client().await;
+    if !cluster_dns(&c).await {
+        assert!(
+            !(required() && scripts_start_cluster_dns()),
+            "GBO_REQUIRE_RUNNER=1: the cluster scripts start CoreDNS, yet kube-dns has no ready endpoint"
+        );
+        eprintln!(
+            "skipped: no kube-dns Service with a ready endpoint (cluster DNS) in this cluster"
+        );
+        return;
+    }
+    installed_standins_current().unwrap_or_else(|e| panic!("{e}"));
+    let ns = TestNamespace::new(&c, "standins").await;
+    apply_file(&c, &ns.name, "tests/fixtures/standins/apps.yaml").await;
+
+    for app in ["redis", "db", "vote", "result", "worker", "guestbook"] {
+        let p = wait_for(
+            &format!("a ready {app} pod"),
+            Duration::from_secs(120),
+            || async {
+                let ps = pods(&c, &ns.name, &format!("app={app}")).await;
+                ps.into_iter().find(ready)
+            },
+        )
+        .await;
+        // Real pods take addresses with 128 added to the third octet; kwok's are simulated.
+        let addr = ip(&p).expect("pod IP");
+        assert!(
+            addr.octets()[2] > 128,
+            "{app} runs at {addr}: simulated, not run for real (is the pod runner's image list current?)"
+        );
+    }
+
+    // Votes through the vote Service: new voters, then some of them change their mind.
+    let vote = service_base(&c, &ns.name, "vote").await;
+    let mut last = std::collections::BTreeMap::new();
+    for i in 0..10 {
+        let choice = if i % 4 == 0 { "b" } else { "a" };
+        let id = apps_client::vote(&vote, None, choice)
+            .await
+            .unwrap_or_else(|e| panic!("vote {i}: {e}"));
+        last.insert(id, choice);
+    }
+    let voters: Vec<String> = last.keys().take(3).cloned().collect();
+    for id in &voters {
+        let choice = if last[id] == "a" { "b" } else { "a" };
+        apps_client::vote(&vote, Some(id), choice)
+            .await
+            .unwrap_or_else(|e| panic!("vote again: {e}"));
+        last.insert(id.clone(), choice);
+    }
+    let mut want = Tally::new();
+    for choice in last.values() {
+        *want.entry((*choice).to_string()).or_default() += 1;
+    }
+
+    // The tally through the result Service, as its page's socket.io client reads it.
+    let result = service_base(&c, &ns.name, "result").await;
+    let seen = apps_client::wait_for_tally(&result, &want, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    println!("tally through the result Service: {seen:?}");
+    let db = pods(&c, &ns.name, "app=db").await;
+    let db_ip = db.iter().find_map(ip).expect("db pod IP");
+    assert_eq!(
+        psql(db_ip, "postgres", "SELECT count(*) FROM votes").await,
+        Ok(last.len().to_string()),
+        "one row per voter"
+    );
+
+    // The guestbook frontend writes through redis-leader and reads through redis-follower.
+    let frontend = service_base(&c, &ns.name, "frontend").await;
+    apps_client::guestbook_set(&frontend, "first,second")
+        .await
+        .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(
+        apps_client::guestbook_get(&frontend).await.as_deref(),
+        Ok("first,second")
+    );
+}
