@@ -146,7 +146,8 @@ def closed_while_idle(conn, seconds):
         if not readable:
             continue
         try:
-            conn.pgconn.consume_input()  # notices and parameter changes are harmless
+            conn.pgconn.consume_input()
+            conn.pgconn.is_busy()  # parses what arrived: a FATAL goes to the notice handler
         except psycopg.OperationalError:
             return True
         if conn.pgconn.status != psycopg.pq.ConnStatus.OK:
@@ -156,8 +157,9 @@ def closed_while_idle(conn, seconds):
 
 
 def die(why):
-    """What Node does with pg's unhandled client `error` event: print it and exit 1."""
-    err(f"Error: {why}")
+    """What Node does with an uncaught error or an `error` event nothing listens to: print it
+    and exit 1."""
+    err(why)
     sys.stderr.flush()
     os._exit(1)
 
@@ -167,7 +169,7 @@ def poll_scores():
         query_forever()
     except Exception as e:
         # An exception in a pg callback is uncaught in Node: the process dies of it.
-        die(f"{type(e).__name__}: {e}")
+        die(f"Uncaught {type(e).__name__}: {e}")
 
 
 def query_forever():
@@ -175,21 +177,30 @@ def query_forever():
     if conn is None:
         return
     log("Connected to db")
+    # A server ending an idle connection says why in a FATAL message first; pg turns it into
+    # the client's `error` event.
+    fatal = []
+    conn.add_notice_handler(
+        lambda d: fatal.append(d.message_primary) if d.severity_nonlocalized == "FATAL" else None
+    )
     while True:
         try:
             rows = conn.execute(QUERY).fetchall()
         except psycopg.Error as e:
-            if conn.closed:
-                die(f"Connection terminated unexpectedly ({e})")
-            # As pg prints a server error: one line.
+            # As pg logs a server error: one line.
             err(f"Error performing query: error: {e.diag.message_primary or e}")
+            if conn.closed:
+                # The failed query was reported to its callback; the socket's end then reaches
+                # the client as an `error` event.
+                die("Unhandled 'error' event\nError: Connection terminated unexpectedly")
         else:
             votes = {"a": 0, "b": 0}
             for vote, count in rows:
                 votes[vote] = int(count)
             SESSIONS.emit("scores", js_json(votes))
         if closed_while_idle(conn, 1.0):
-            die("Connection terminated unexpectedly")
+            why = f"error: {fatal[-1]}" if fatal else "Error: Connection terminated unexpectedly"
+            die(f"Unhandled 'error' event\n{why}")
 
 
 class Result(Handler):
