@@ -1,6 +1,12 @@
 //! Leader election on a `coordination.k8s.io/v1` Lease, so that of several replicas exactly one
 //! acts. Expiry is judged by how long the Lease has gone unchanged on *our* clock (as client-go
 //! does), never by comparing another machine's timestamps with ours.
+//!
+//! Why our own: kube-runtime has no leader election, and the crates that offer one either
+//! decide expiry by comparing the holder's `renewTime` with the local clock (so a skewed clock
+//! on either replica yields two leaders or none), or lag kube's major version (a second kube in
+//! the dependency tree). This module is small, follows client-go's rules, and is tested
+//! against the real API server (tests/e2e/leader.rs).
 
 use crate::error::{Error, Result};
 use k8s_openapi::api::coordination::v1::{Lease, LeaseSpec};

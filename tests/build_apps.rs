@@ -288,7 +288,10 @@ fn the_same_spec_always_builds_the_same_objects() {
 fn rendered(children: &[Child], routes: &[(String, Value)]) -> String {
     let mut out = render(children);
     for (_, route) in routes {
-        out.push_str(&format!("---\n{}", serde_yaml_ng::to_string(route).expect("yaml")));
+        out.push_str(&format!(
+            "---\n{}",
+            serde_yaml_ng::to_string(route).expect("yaml")
+        ));
     }
     out
 }

@@ -1,5 +1,6 @@
-//! Labels on everything the operator creates: the standard app.kubernetes.io set, plus the
-//! owner labels that pruning selects on.
+//! Labels on everything the operator creates: the standard app.kubernetes.io set, plus owner
+//! labels that scope each controller's child and pod watches to its own objects (pruning then
+//! goes by the controller reference's uid in those caches, see [`super::apply`]).
 
 use std::collections::BTreeMap;
 

@@ -2,8 +2,12 @@
 //! control plane from e2e/cluster, or kind). Each test works in a namespace of its own.
 
 mod admission;
+mod apps;
 mod apps_client;
+mod audit;
+mod identity;
 mod leader;
+mod network;
 mod patroni_backup;
 mod patroni_cluster;
 mod patroni_roll;

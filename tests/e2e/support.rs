@@ -233,6 +233,11 @@ fn free_port() -> SocketAddr {
 impl Operator {
     /// Starts `guestbook-operator run` watching `ns`, with its Lease in `ns`.
     pub fn start(ns: &str, identity: &str, extra: &[&str]) -> Self {
+        Self::start_as(ns, identity, extra, None)
+    }
+
+    /// [`Operator::start`] with the credentials of `kubeconfig` instead of the test's.
+    pub fn start_as(ns: &str, identity: &str, extra: &[&str], kubeconfig: Option<&Path>) -> Self {
         let addr = free_port();
         let log = repo(&format!("target/e2e-logs/{ns}-{identity}.log"));
         std::fs::create_dir_all(log.parent().expect("log dir")).expect("create log dir");
@@ -266,6 +271,9 @@ impl Operator {
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
+        if let Some(k) = kubeconfig {
+            cmd.env("KUBECONFIG", k);
+        }
         // If the test process dies without unwinding (a timeout's SIGKILL), the operator must
         // not live on acting on addresses later tests reuse.
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.

@@ -1,0 +1,215 @@
+//! Guestbook and VoteApp end to end: the apps' tiers run as real processes behind their pods
+//! (the stand-ins of e2e/standins on the local cluster, the stock images on kind), reaching
+//! their stores by Service name through cluster DNS and kube-proxy, exactly as the stock images
+//! do. Votes, entries and the tally go through the apps' Services as a browser's would.
+
+use crate::apps_client::{self, Tally};
+use crate::real::{ip, pods, psql, ready, runner_state};
+use crate::standins::{cluster_dns, required, service_base};
+use crate::support::{
+    Operator, TestNamespace, apply_file, apply_yaml, client, condition, install_crds, kstatus,
+    wait_for,
+};
+use kube::Client;
+use std::time::Duration;
+
+/// What an app test needs of the cluster: real pods and cluster DNS. `None` (with a line
+/// saying so) where they are missing, unless the run requires them.
+async fn capable(c: &Client) -> Option<()> {
+    runner_state()?;
+    if !cluster_dns(c).await {
+        assert!(
+            !required(),
+            "GBO_REQUIRE_RUNNER=1 but the cluster has no working kube-dns"
+        );
+        eprintln!("skipped: no cluster DNS (kube-dns) in this cluster");
+        return None;
+    }
+    Some(())
+}
+
+/// Waits until `kind/name` reports Ready=True for its current generation.
+pub async fn wait_ready(c: &Client, ns: &str, kind: &str, name: &str, timeout: Duration) {
+    let what = format!("{kind} {name} Ready");
+    let mut last = None;
+    let deadline = std::time::Instant::now() + timeout;
+    loop {
+        let s = kstatus(c, ns, kind, name).await;
+        if let Some((status, _, observed, generation)) = &s
+            && status == "True"
+            && observed == generation
+        {
+            return;
+        }
+        if s != last {
+            eprintln!("{what}: now {s:?}");
+            last = s;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "timed out waiting for {what}; last {last:?}"
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+}
+
+/// The tally as PostgreSQL has it, through the `db` Service.
+async fn counted(c: &Client, ns: &str) -> Result<Tally, String> {
+    let base = service_base(c, ns, "db").await;
+    let host = base
+        .trim_start_matches("http://")
+        .split(':')
+        .next()
+        .unwrap_or_default()
+        .parse()
+        .map_err(|e| format!("{base}: {e}"))?;
+    let rows = psql(
+        host,
+        "postgres",
+        "SELECT vote, count(id) FROM votes GROUP BY vote ORDER BY vote",
+    )
+    .await?;
+    Ok(rows
+        .lines()
+        .filter_map(|l| {
+            let (v, n) = l.split_once('|')?;
+            Some((v.to_string(), n.parse().ok()?))
+        })
+        .collect())
+}
+
+#[tokio::test]
+async fn the_example_vote_app_counts_every_voter_once() {
+    let c = client().await;
+    if capable(&c).await.is_none() {
+        return;
+    }
+    install_crds(&c).await;
+    let ns = TestNamespace::new(&c, "voteapp").await;
+    let op = Operator::start(&ns.name, "solo", &["--leader-election=false"]);
+    apply_file(&c, &ns.name, "manifests/examples/voteapp.yaml").await;
+    wait_ready(&c, &ns.name, "VoteApp", "vote", Duration::from_secs(300)).await;
+    for (kind, store) in [
+        ("RedisSentinel", "vote-redis"),
+        ("PatroniCluster", "vote-db"),
+    ] {
+        let (status, ..) = kstatus(&c, &ns.name, kind, store)
+            .await
+            .expect("store status");
+        assert_eq!(status, "True", "{kind} {store} Ready with the app");
+    }
+    let real = pods(&c, &ns.name, "app.kubernetes.io/component=vote").await;
+    assert!(
+        real.iter()
+            .filter(|p| ready(p))
+            .all(|p| ip(p).is_some_and(|a| a.octets()[2] > 128)),
+        "vote pods run for real"
+    );
+
+    // K voters, some changing their mind: each voter counts once, with their last choice.
+    let vote = service_base(&c, &ns.name, "vote-vote").await;
+    let mut want = Tally::new();
+    let mut voters = Vec::new();
+    for i in 0..30 {
+        let choice = if i % 3 == 0 { "b" } else { "a" };
+        let id = apps_client::vote(&vote, None, choice)
+            .await
+            .expect("vote accepted");
+        voters.push((id, choice));
+    }
+    for (id, choice) in voters.iter_mut().take(10) {
+        let other = if *choice == "a" { "b" } else { "a" };
+        apps_client::vote(&vote, Some(id), other)
+            .await
+            .expect("re-vote accepted");
+        *choice = other;
+    }
+    for (_, choice) in &voters {
+        *want.entry(choice.to_string()).or_insert(0) += 1;
+    }
+    let result = service_base(&c, &ns.name, "vote-result").await;
+    let shown = apps_client::wait_for_tally(&result, &want, Duration::from_secs(60))
+        .await
+        .unwrap_or_else(|e| panic!("the result page: {e}\n{}", op.log_text()));
+    assert_eq!(shown, want);
+    assert_eq!(
+        counted(&c, &ns.name)
+            .await
+            .expect("the tally in PostgreSQL"),
+        want
+    );
+    op.assert_no_reconcile_errors().await;
+}
+
+#[tokio::test]
+async fn the_example_guestbook_serves_through_its_proxy() {
+    let c = client().await;
+    if capable(&c).await.is_none() {
+        return;
+    }
+    install_crds(&c).await;
+    let ns = TestNamespace::new(&c, "guestbook").await;
+    let op = Operator::start(&ns.name, "solo", &["--leader-election=false"]);
+    apply_file(&c, &ns.name, "manifests/examples/guestbook.yaml").await;
+    wait_ready(
+        &c,
+        &ns.name,
+        "Guestbook",
+        "guestbook",
+        Duration::from_secs(300),
+    )
+    .await;
+    let entry = service_base(&c, &ns.name, "guestbook-proxy").await;
+    apps_client::guestbook_set(&entry, "hello from e2e")
+        .await
+        .unwrap_or_else(|e| panic!("write through the proxy: {e}\n{}", op.log_text()));
+    let read = wait_for("the entry read back", Duration::from_secs(20), || async {
+        let got = apps_client::guestbook_get(&entry).await.ok()?;
+        got.contains("hello from e2e").then_some(got)
+    })
+    .await;
+    assert!(read.contains("hello from e2e"));
+    op.assert_no_reconcile_errors().await;
+}
+
+#[tokio::test]
+async fn a_second_app_in_a_namespace_stalls_and_touches_nothing() {
+    let c = client().await;
+    install_crds(&c).await;
+    let ns = TestNamespace::new(&c, "second-app").await;
+    let _op = Operator::start(&ns.name, "solo", &["--leader-election=false"]);
+    let first = "apiVersion: guestbook-operator.dev/v1alpha1\nkind: Guestbook\nmetadata: {name: first}\nspec: {redis: {name: cache}}\n";
+    apply_yaml(&c, &ns.name, first).await.expect("first");
+    wait_for(
+        "the first Guestbook's status",
+        Duration::from_secs(30),
+        || async {
+            let (_, reason, ..) = kstatus(&c, &ns.name, "Guestbook", "first").await?;
+            (reason == "WaitingForStore").then_some(())
+        },
+    )
+    .await;
+    let second = first.replace("name: first", "name: second");
+    apply_yaml(&c, &ns.name, &second).await.expect("second");
+    let (status, reason, message) =
+        wait_for("the second Stalled", Duration::from_secs(30), || async {
+            condition(&c, &ns.name, "Guestbook", "second", "Stalled").await
+        })
+        .await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "NamespaceConflict")
+    );
+    assert!(message.contains("\"first\""), "{message}");
+    let deployments: kube::Api<k8s_openapi::api::apps::v1::Deployment> =
+        kube::Api::namespaced(c.clone(), &ns.name);
+    let names: Vec<String> = deployments
+        .list(&Default::default())
+        .await
+        .expect("list")
+        .items
+        .into_iter()
+        .filter_map(|d| d.metadata.name)
+        .collect();
+    assert_eq!(names, ["first-frontend"], "the second app created nothing");
+}
