@@ -37,6 +37,29 @@ fn encode(pairs: &[(&str, &str)]) -> String {
     u.query().unwrap_or_default().to_string()
 }
 
+/// The voter id a first visit to the vote page at `base` hands out (its `voter_id` cookie), as
+/// a browser gets it before voting: votes cast with it can be retried without counting twice.
+pub async fn new_voter(base: &str) -> Result<String, String> {
+    let resp = http()
+        .get(url(base, "/")?)
+        .send()
+        .await
+        .map_err(|e| format!("GET {base}: {e}"))?;
+    if resp.status() != StatusCode::OK {
+        return Err(format!("GET {base}: {}", resp.status()));
+    }
+    voter_cookie(&resp).ok_or_else(|| format!("GET {base}: no voter_id cookie"))
+}
+
+fn voter_cookie(resp: &reqwest::Response) -> Option<String> {
+    resp.headers()
+        .get_all("set-cookie")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .find_map(|c| c.strip_prefix("voter_id="))
+        .map(|c| c.split(';').next().unwrap_or_default().to_string())
+}
+
 /// Casts `choice` ("a" or "b") on the vote page at `base` (`http://host:port/`) as the voter
 /// whose cookie is `voter_id` (a new voter when `None`). Returns the voter id the page set in
 /// its cookie. A 200 means the vote is queued in Redis; anything else is an error.
@@ -50,13 +73,7 @@ pub async fn vote(base: &str, voter_id: Option<&str>, choice: &str) -> Result<St
     }
     let resp = req.send().await.map_err(|e| format!("POST {base}: {e}"))?;
     let status = resp.status();
-    let cookie = resp
-        .headers()
-        .get_all("set-cookie")
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .find_map(|c| c.strip_prefix("voter_id="))
-        .map(|c| c.split(';').next().unwrap_or_default().to_string());
+    let cookie = voter_cookie(&resp);
     if status != StatusCode::OK {
         let body = resp.text().await.unwrap_or_default();
         return Err(format!("POST {base}: {status}: {body}"));
