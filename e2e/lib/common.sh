@@ -60,7 +60,7 @@ NODES=(
 # Pods with a container image matching this (extended) regular expression are
 # run for real by the store-process runner; kwok leaves them alone. Every other
 # pod is simulated by kwok (it turns Ready, Job pods complete).
-REAL_IMAGES_REGEX="${GBO_REAL_IMAGES_REGEX:-(^|/)(redis|spilo-[0-9]+|patroni|postgres|guestbook-operator-backup|nginx|coredns|examplevotingapp_(vote|result|worker)|gb-frontend)(:|@|$)}"
+REAL_IMAGES_REGEX="${GBO_REAL_IMAGES_REGEX:-(^|/)(redis|spilo-[0-9]+|patroni|postgres|guestbook-operator-backup|nginx|coredns|redis_exporter|postgres-exporter|examplevotingapp_(vote|result|worker)|gb-frontend)(:|@|$)}"
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 err() { printf '[cluster] ERROR: %s\n' "$*" >&2; }
@@ -165,6 +165,9 @@ ensure_packages() {
   command -v nft >/dev/null || missing+=(nftables)
   [ -x /usr/sbin/nginx ] || missing+=(nginx)
   command -v dig >/dev/null || missing+=(bind9-dnsutils)
+  # The exporter sidecars' programs (the module proxy does not serve either exporter).
+  command -v prometheus-redis-exporter >/dev/null || missing+=(prometheus-redis-exporter)
+  command -v prometheus-postgres-exporter >/dev/null || missing+=(prometheus-postgres-exporter)
   /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3 python3-venv)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing Debian packages: ${missing[*]}"

@@ -28,9 +28,20 @@ host_sysctls() {
 # filter chains), so anything still addressed to a Service IP here was not served
 # and is refused at once. Forwarding is confined to the bridge: in on it, out on
 # it. Pod-network addresses never go out any other interface.
+#
+# A pod's packet to a Service IP kube-proxy did not translate (no endpoints) is refused
+# before routing, with a TCP reset where it is TCP: routed, it would first make the
+# kernel send the pod an ICMP redirect (in and out on the bridge), and the redirect
+# uses up the pod's ICMP allowance, so kube-proxy's "port unreachable" would be held
+# back and the connection hang until SYN retries.
 nft_rules() {
   cat <<NFT
 table inet $NFT_TABLE {
+  chain prerouting {
+    type filter hook prerouting priority dstnat + 10; policy accept;
+    iifname "$POD_BRIDGE" ip daddr $SERVICE_CIDR meta l4proto tcp reject with tcp reset
+    iifname "$POD_BRIDGE" ip daddr $SERVICE_CIDR reject
+  }
   chain forward {
     type filter hook forward priority filter + 10; policy accept;
     iifname "$POD_BRIDGE" oifname != "$POD_BRIDGE" drop
@@ -78,7 +89,11 @@ net_up() {
 }
 
 net_down() {
-  local t
+  local t l
+  # Pod veths the runner did not get to (it deletes them with their namespaces).
+  for l in $(ip -o link show | awk -F': ' '{print $2}' | cut -d@ -f1 | grep '^gv' || true); do
+    as_root ip link del "$l" 2>/dev/null || true
+  done
   for t in "inet $NFT_TABLE" "ip kube-proxy" "ip6 kube-proxy"; do
     # shellcheck disable=SC2086
     if as_root nft list table $t >/dev/null 2>&1; then as_root nft delete table $t; fi

@@ -5,9 +5,10 @@
 use crate::real::{endpoints, ip, name, pods, psql, ready, redis, runner_state};
 use crate::support::{TestNamespace, apply_file, client, wait_for};
 use gbo_podrunner::fault;
-use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::Api;
-use kube::api::DeleteParams;
+use kube::api::{DeleteParams, PostParams};
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 const REDIS: &str = "app=redis-test";
@@ -269,4 +270,187 @@ async fn patroni_elects_a_labelled_leader_and_fails_over() {
         },
     )
     .await;
+}
+
+/// GET `http://ip:port/path` from this host: (status, body), or the error's words.
+async fn http(ip: Ipv4Addr, port: u16, path: &str) -> Result<(u16, String), String> {
+    assert!(
+        ip.octets()[..2] == [10, 244],
+        "{ip} is not on the local pod network; not sending there"
+    );
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .timeout(Duration::from_secs(5))
+        .build()
+        .map_err(|e| e.to_string())?;
+    let resp = http
+        .get(format!("http://{ip}:{port}{path}"))
+        .send()
+        .await
+        .map_err(|e| e.to_string())?;
+    let status = resp.status().as_u16();
+    Ok((status, resp.text().await.map_err(|e| e.to_string())?))
+}
+
+fn nginx_pod(name: &str, image: &str, conf_d: bool, port: u16) -> Pod {
+    let mut pod = serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "terminationGracePeriodSeconds": 2,
+            "containers": [{
+                "name": "nginx",
+                "image": image,
+                "ports": [{"name": "http", "containerPort": port}],
+                "readinessProbe": {"httpGet": {"path": "/", "port": port}, "periodSeconds": 1},
+            }],
+        },
+    });
+    if conf_d {
+        pod["spec"]["containers"][0]["volumeMounts"] = serde_json::json!([{"name": "conf", "mountPath": "/etc/nginx/conf.d", "readOnly": true}]);
+        pod["spec"]["volumes"] =
+            serde_json::json!([{"name": "conf", "configMap": {"name": "proxy"}}]);
+    }
+    serde_json::from_value(pod).expect("a pod")
+}
+
+#[tokio::test]
+async fn nginx_pods_serve_their_mounted_configuration_as_the_official_image_does() {
+    let Some(state) = runner_state() else { return };
+    let c = client().await;
+    let ns = TestNamespace::new(&c, "runner-nginx").await;
+    let n = ns.name.as_str();
+    let conf: ConfigMap = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "proxy"},
+        "data": {"proxy.conf": "limit_req_zone $binary_remote_addr zone=per_client:1m rate=1r/m;\nserver {\n  listen 8080;\n  location = /healthz { return 200 \"healthy\\n\"; }\n  location = /index.html { limit_req zone=per_client; limit_req_status 429; root /usr/share/nginx/html; }\n  location / { return 200 \"mounted configuration\\n\"; }\n}\n"},
+    }))
+    .expect("a ConfigMap");
+    Api::<ConfigMap>::namespaced(c.clone(), n)
+        .create(&PostParams::default(), &conf)
+        .await
+        .expect("create the ConfigMap");
+    let pods_api: Api<Pod> = Api::namespaced(c.clone(), n);
+    for pod in [
+        nginx_pod("mounted", "docker.io/library/nginx:1.27", true, 8080),
+        nginx_pod("plain", "nginx:1.27-alpine", false, 80),
+    ] {
+        pods_api
+            .create(&PostParams::default(), &pod)
+            .await
+            .expect("create an nginx pod");
+    }
+    let ready_ip = |pod: &'static str| {
+        let api = pods_api.clone();
+        async move {
+            wait_for(&format!("{pod} Ready"), Duration::from_secs(60), || async {
+                let p = api.get(pod).await.ok()?;
+                if ready(&p) { ip(&p) } else { None }
+            })
+            .await
+        }
+    };
+    let mounted = ready_ip("mounted").await;
+    let plain = ready_ip("plain").await;
+
+    // Only the mounted conf.d applies: its server answers, Debian's default site does not.
+    assert_eq!(
+        http(mounted, 8080, "/").await,
+        Ok((200, "mounted configuration\n".into()))
+    );
+    let port_80 = http(mounted, 80, "/").await;
+    assert!(
+        port_80.is_err(),
+        "port 80 answered on a pod whose conf.d serves 8080: {port_80:?}"
+    );
+    // Its directives are really enforced: the second request within the minute is limited.
+    assert_eq!(
+        http(mounted, 8080, "/index.html").await.map(|r| r.0),
+        Ok(200)
+    );
+    assert_eq!(
+        http(mounted, 8080, "/index.html").await.map(|r| r.0),
+        Ok(429)
+    );
+    // Nothing mounted: the image's default server on port 80.
+    let (status, body) = http(plain, 80, "/").await.expect("the default server");
+    assert_eq!(status, 200);
+    assert!(body.contains("Welcome to nginx"), "{body}");
+    // The access log is the container's output, as in the image.
+    let log = wait_for(
+        "the access log in the container output",
+        Duration::from_secs(10),
+        || async {
+            let l = fault::log(&state, n, "mounted", "nginx", false).ok()?;
+            l.contains("GET /index.html").then_some(l)
+        },
+    )
+    .await;
+    assert!(log.contains(" 429 "), "{log}");
+}
+
+#[tokio::test]
+async fn exporter_sidecars_answer_on_their_metrics_ports() {
+    let Some(_state) = runner_state() else { return };
+    let c = client().await;
+    let ns = TestNamespace::new(&c, "runner-exporters").await;
+    // The operator's sidecars, as its builders write them: env only, non-root. The Postgres
+    // exporter has no server in this pod and says so in its metrics (pg_up 0).
+    let pod: Pod = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "store"},
+        "spec": {
+            "terminationGracePeriodSeconds": 2,
+            "securityContext": {"runAsNonRoot": true, "runAsUser": 999, "runAsGroup": 999},
+            "containers": [
+                {
+                    "name": "redis",
+                    "image": "docker.io/library/redis:7.2",
+                    "command": ["redis-server", "--save", "", "--appendonly", "no"],
+                    "readinessProbe": {"exec": {"command": ["redis-cli", "ping"]}, "periodSeconds": 1},
+                },
+                {
+                    "name": "redis-exporter",
+                    "image": "docker.io/oliver006/redis_exporter:v1.67.0",
+                    "env": [{"name": "REDIS_ADDR", "value": "redis://127.0.0.1:6379"}],
+                    "ports": [{"name": "metrics", "containerPort": 9121}],
+                    "readinessProbe": {"httpGet": {"path": "/metrics", "port": 9121}, "periodSeconds": 1},
+                },
+                {
+                    "name": "pg-exporter",
+                    "image": "quay.io/prometheuscommunity/postgres-exporter:v0.17.1",
+                    "env": [
+                        {"name": "DATA_SOURCE_URI", "value": "127.0.0.1:5432/postgres?sslmode=disable"},
+                        {"name": "DATA_SOURCE_USER", "value": "postgres"},
+                        {"name": "DATA_SOURCE_PASS", "value": "unused"},
+                    ],
+                    "ports": [{"name": "pg-metrics", "containerPort": 9187}],
+                    "readinessProbe": {"httpGet": {"path": "/metrics", "port": 9187}, "periodSeconds": 1},
+                },
+            ],
+        },
+    }))
+    .expect("a pod");
+    let api: Api<Pod> = Api::namespaced(c.clone(), &ns.name);
+    api.create(&PostParams::default(), &pod)
+        .await
+        .expect("create the pod");
+    let addr = wait_for("the store pod Ready", Duration::from_secs(60), || async {
+        let p = api.get("store").await.ok()?;
+        if ready(&p) { ip(&p) } else { None }
+    })
+    .await;
+    let (status, redis_metrics) = http(addr, 9121, "/metrics").await.expect("redis_exporter");
+    assert_eq!(status, 200);
+    assert!(
+        redis_metrics.lines().any(|l| l == "redis_up 1"),
+        "redis_exporter does not see its Redis:\n{redis_metrics}"
+    );
+    let (status, pg_metrics) = http(addr, 9187, "/metrics")
+        .await
+        .expect("postgres_exporter");
+    assert_eq!(status, 200);
+    assert!(
+        pg_metrics.lines().any(|l| l == "pg_up 0"),
+        "postgres_exporter metrics:\n{pg_metrics}"
+    );
 }

@@ -7,6 +7,7 @@ use std::net::Ipv4Addr;
 use tokio::process::Command;
 
 pub const PREFIX: &str = "gbo-";
+pub const VETH_PREFIX: &str = "gv";
 
 /// Namespace and host-side veth names for a pod UID (interface names have 15 bytes at most).
 pub fn names(uid: &str) -> (String, String) {
@@ -15,7 +16,7 @@ pub fn names(uid: &str) -> (String, String) {
         .filter(|c| c.is_ascii_hexdigit())
         .take(12)
         .collect();
-    (format!("{PREFIX}{short}"), format!("gv{short}"))
+    (format!("{PREFIX}{short}"), format!("{VETH_PREFIX}{short}"))
 }
 
 pub async fn ip(args: &[&str]) -> Result<String> {
@@ -70,9 +71,25 @@ pub async fn create(ns: &str, veth: &str, addr: Ipv4Addr, w: &Wiring<'_>) -> Res
     Ok(())
 }
 
-/// Removes the namespace; its veth pair goes with it.
+/// Removes the namespace and its veth pair. The pair is deleted first, from the host: the
+/// kernel tears a deleted namespace down in the background, and its veth would outlive it for
+/// a moment (long enough for `e2e/cluster down` to find it).
 pub async fn delete(ns: &str) -> Result<()> {
+    if let Some(short) = ns.strip_prefix(PREFIX) {
+        let _ = ip(&["link", "del", &format!("{VETH_PREFIX}{short}")]).await;
+    }
     ip(&["netns", "del", ns]).await.map(|_| ())
+}
+
+/// Host-side veths of ours whose namespace is gone.
+pub async fn stray_veths() -> Result<Vec<String>> {
+    let out = ip(&["-o", "link", "show"]).await?;
+    Ok(out
+        .lines()
+        .filter_map(|l| l.split(": ").nth(1))
+        .map(|n| n.split('@').next().unwrap_or(n).to_string())
+        .filter(|n| n.starts_with(VETH_PREFIX))
+        .collect())
 }
 
 /// Namespaces this runner (or an earlier one) made.

@@ -56,6 +56,9 @@ pub async fn clean_leftovers(state_dir: &Path) {
     for ns in net::ours().await.unwrap_or_default() {
         let _ = net::delete(&ns).await;
     }
+    for veth in net::stray_veths().await.unwrap_or_default() {
+        let _ = net::ip(&["link", "del", &veth]).await;
+    }
     let _ = std::fs::remove_dir_all(&pods);
     let _ = std::fs::remove_dir_all(state_dir.join("index"));
 }
