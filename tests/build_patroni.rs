@@ -132,3 +132,23 @@ fn stock_credentials_are_the_fixed_pair_and_nothing_is_generated_for_them() {
     assert!(superuser.initial.is_none(), "not a generated secret");
     assert_eq!(superuser.object["data"]["password"], "cG9zdGdyZXM="); // "postgres"
 }
+
+#[test]
+fn a_stock_credentials_cluster_admits_only_its_clients() {
+    let stock = built("patroni-stock");
+    let policy = stock
+        .iter()
+        .find(|c| c.kind == ChildKind::NetworkPolicy)
+        .expect("a NetworkPolicy for postgres/postgres");
+    let from = &policy.object["spec"]["ingress"][0]["from"];
+    assert_eq!(
+        from[1]["podSelector"]["matchLabels"]["guestbook-operator.dev/postgres-client"],
+        "vote-db"
+    );
+    assert!(
+        built("patroni-default")
+            .iter()
+            .all(|c| c.kind != ChildKind::NetworkPolicy),
+        "real credentials need no extra fence"
+    );
+}

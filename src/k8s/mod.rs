@@ -10,6 +10,7 @@ pub mod conditions;
 pub mod factory;
 pub mod labels;
 pub mod owner;
+pub mod policy;
 pub mod pods;
 pub mod podspec;
 pub mod secrets;

@@ -54,7 +54,7 @@ pub async fn wait_ready(c: &Client, ns: &str, kind: &str, name: &str, timeout: D
 }
 
 /// The tally as PostgreSQL has it, through the `db` Service.
-async fn counted(c: &Client, ns: &str) -> Result<Tally, String> {
+pub async fn counted(c: &Client, ns: &str) -> Result<Tally, String> {
     let base = service_base(c, ns, "db").await;
     let host = base
         .trim_start_matches("http://")

@@ -2,6 +2,8 @@
 //! control plane from e2e/cluster, or kind). Each test works in a namespace of its own.
 
 mod admission;
+mod app_faults;
+mod app_lifecycle;
 mod apps;
 mod apps_client;
 mod audit;

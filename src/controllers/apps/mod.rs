@@ -12,10 +12,9 @@ pub mod route;
 pub mod stores;
 pub mod tier;
 
-/// Pod label a store's NetworkPolicy admits: `guestbook-operator.dev/redis-client: <store>`.
-pub const REDIS_CLIENT_LABEL: &str = "guestbook-operator.dev/redis-client";
-/// Pod label a PostgreSQL store's NetworkPolicy admits.
-pub const POSTGRES_CLIENT_LABEL: &str = "guestbook-operator.dev/postgres-client";
+/// Pod labels the stores' NetworkPolicies admit (`<label>: <store name>`).
+pub use crate::controllers::patroni_cluster::names::CLIENT_LABEL as POSTGRES_CLIENT_LABEL;
+pub use crate::controllers::redis_sentinel::names::CLIENT_LABEL as REDIS_CLIENT_LABEL;
 
 /// The repository part of an image reference (`docker.io/dockersamples/x:tag` → `x`).
 pub fn image_repo(image: &str) -> &str {

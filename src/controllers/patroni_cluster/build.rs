@@ -5,15 +5,15 @@ use crate::crd::PatroniCluster;
 use crate::error::Result;
 use crate::k8s::children::{Child, ChildKind};
 use crate::k8s::factory::{self, Factory};
-use crate::k8s::labels;
 use crate::k8s::owner::Owner;
+use crate::k8s::{labels, policy};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
-use super::names::{APP, Names, PG_PORT, POSTGRES, ROLE_PRIMARY, ROLE_REPLICA};
+use super::names::{APP, CLIENT_LABEL, Names, PG_PORT, POSTGRES, ROLE_PRIMARY, ROLE_REPLICA};
 use super::validate::Validated;
 
 mod members;
@@ -191,6 +191,17 @@ pub fn build(pc: &PatroniCluster, v: &Validated, inputs: &Inputs) -> Result<Vec<
     };
     out.push(f.typed(ChildKind::ConfigMap, &config)?);
     out.extend(services(&f, n)?);
+    if pc.spec.auth.stock_app_credentials {
+        let exporter = pc.spec.exporter.as_ref().filter(|x| x.enabled);
+        let port = exporter.map(|_| super::names::EXPORTER_PORT);
+        out.push(policy::store_clients_only(
+            &f,
+            &n.statefulset,
+            POSTGRES,
+            CLIENT_LABEL,
+            port,
+        )?);
+    }
     out.push(factory::disruption_budget(&f, &n.statefulset, POSTGRES)?);
     out.extend(backup::scheduled(&f, pc, v)?);
     if let Some(fingerprint) = inputs.roles {

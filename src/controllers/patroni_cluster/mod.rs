@@ -42,6 +42,7 @@ pub const CHILD_KINDS: &[ChildKind] = &[
     ChildKind::Secret,
     ChildKind::ConfigMap,
     ChildKind::Service,
+    ChildKind::NetworkPolicy,
     ChildKind::PodDisruptionBudget,
     ChildKind::StatefulSet,
     ChildKind::PersistentVolumeClaim,

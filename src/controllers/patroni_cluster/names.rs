@@ -19,6 +19,9 @@ pub const DEFAULT_EXPORTER_IMAGE: &str = "quay.io/prometheuscommunity/postgres-e
 /// value is `primary`, older tooling used `master`).
 pub const ROLE_PRIMARY: &str = "primary";
 pub const ROLE_REPLICA: &str = "replica";
+/// Label on an app's pods that makes them clients a store with the stock credentials admits
+/// (`<label>: <cluster name>`).
+pub const CLIENT_LABEL: &str = "guestbook-operator.dev/postgres-client";
 /// Components (`app.kubernetes.io/component`) of members and Job pods.
 pub const POSTGRES: &str = "postgres";
 pub const BACKUP: &str = "backup";

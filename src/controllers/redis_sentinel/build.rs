@@ -3,7 +3,8 @@
 
 use super::conf;
 use super::names::{
-    APP, BACKUP, Names, REDIS, REDIS_UID, ROLE_MASTER, ROLE_REPLICA, SENTINEL, redis_role_selector,
+    APP, BACKUP, CLIENT_LABEL, Names, REDIS, REDIS_UID, ROLE_MASTER, ROLE_REPLICA, SENTINEL,
+    redis_role_selector,
 };
 use super::validate::Validated;
 use crate::crd::RedisSentinel;
@@ -11,15 +12,9 @@ use crate::error::Result;
 use crate::k8s::backup_jobs;
 use crate::k8s::children::{Child, ChildKind};
 use crate::k8s::factory::{self, Factory, fnv};
-use crate::k8s::labels;
-use crate::k8s::podspec::{self, match_labels, restricted_pod, secret_env};
+use crate::k8s::podspec::{self, restricted_pod, secret_env};
+use crate::k8s::policy;
 use k8s_openapi::api::core::v1::{ConfigMap, EnvVar};
-use k8s_openapi::api::networking::v1::{
-    NetworkPolicy, NetworkPolicyIngressRule, NetworkPolicyPeer, NetworkPolicyPort,
-    NetworkPolicySpec,
-};
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
 mod pods;
@@ -80,50 +75,9 @@ fn disruption_budgets(c: &Ctx) -> Result<Vec<Child>> {
 /// Without a password, only the store's own pods, its declared clients (pods labelled
 /// `guestbook-operator.dev/redis-client: <name>`) and the operator may connect.
 fn network_policy(c: &Ctx) -> Result<Child> {
-    let pods = |pairs: &[(&str, &str)]| {
-        let labels = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
-        Some(match_labels(&labels.collect::<BTreeMap<_, _>>()))
-    };
-    let instance = pods(&[(labels::NAME, APP), (labels::INSTANCE, c.name)]);
-    let from = vec![
-        NetworkPolicyPeer {
-            pod_selector: instance.clone(),
-            ..NetworkPolicyPeer::default()
-        },
-        NetworkPolicyPeer {
-            pod_selector: pods(&[("guestbook-operator.dev/redis-client", c.name)]),
-            ..NetworkPolicyPeer::default()
-        },
-        NetworkPolicyPeer {
-            namespace_selector: Some(LabelSelector::default()),
-            pod_selector: pods(&[(labels::NAME, labels::MANAGER)]),
-            ..NetworkPolicyPeer::default()
-        },
-    ];
-    let mut rules = vec![NetworkPolicyIngressRule {
-        from: Some(from),
-        ..NetworkPolicyIngressRule::default()
-    }];
-    if c.rs.spec.exporter.as_ref().is_some_and(|x| x.enabled) {
-        // The metrics port, from anywhere.
-        rules.push(NetworkPolicyIngressRule {
-            ports: Some(vec![NetworkPolicyPort {
-                port: Some(IntOrString::Int(conf::EXPORTER_PORT)),
-                ..NetworkPolicyPort::default()
-            }]),
-            ..NetworkPolicyIngressRule::default()
-        });
-    }
-    let policy = NetworkPolicy {
-        metadata: c.f.object_meta(&c.names.redis, REDIS),
-        spec: Some(NetworkPolicySpec {
-            pod_selector: instance,
-            policy_types: Some(vec!["Ingress".into()]),
-            ingress: Some(rules),
-            ..NetworkPolicySpec::default()
-        }),
-    };
-    c.f.typed(ChildKind::NetworkPolicy, &policy)
+    let exporter = c.rs.spec.exporter.as_ref().filter(|x| x.enabled);
+    let port = exporter.map(|_| conf::EXPORTER_PORT);
+    policy::store_clients_only(&c.f, &c.names.redis, REDIS, CLIENT_LABEL, port)
 }
 
 fn backup(c: &Ctx) -> Result<Vec<Child>> {

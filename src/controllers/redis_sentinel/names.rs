@@ -16,6 +16,9 @@ pub const DEFAULT_EXPORTER_IMAGE: &str = "docker.io/oliver006/redis_exporter:v1.
 /// Values of [`labels::ROLE`] on Redis pods; the master Service selects the first.
 pub const ROLE_MASTER: &str = "master";
 pub const ROLE_REPLICA: &str = "replica";
+/// Label on an app's pods that makes them clients a password-less store admits
+/// (`<label>: <store name>`).
+pub const CLIENT_LABEL: &str = "guestbook-operator.dev/redis-client";
 /// Components (`app.kubernetes.io/component`).
 pub const REDIS: &str = "redis";
 pub const SENTINEL: &str = "sentinel";

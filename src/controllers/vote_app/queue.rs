@@ -4,9 +4,9 @@
 use crate::crd::vote_app::QueueAutoscalingSpec;
 
 /// Workers for a queue of `length` given the `current` count: up at once to
-/// `ceil(length / target)`, down one step at a time and only once the queue is below half of
+/// `ceil(length / target)`, down one step at a time and only once the queue is at most half of
 /// what one fewer worker would handle (hysteresis: a queue hovering at a boundary does not
-/// flap), always within the bounds.
+/// flap; the last worker goes only when the queue is empty), always within the bounds.
 pub fn workers(spec: &QueueAutoscalingSpec, current: i32, length: i64) -> i32 {
     let target = spec.target_queue_length.max(1);
     let wanted = i32::try_from((length + target - 1) / target).unwrap_or(i32::MAX);
@@ -14,7 +14,7 @@ pub fn workers(spec: &QueueAutoscalingSpec, current: i32, length: i64) -> i32 {
     let current = current.clamp(min, max);
     let next = if wanted > current {
         wanted
-    } else if wanted < current && length * 2 < i64::from(current - 1) * target {
+    } else if wanted < current && length * 2 <= i64::from(current - 1) * target {
         current - 1
     } else {
         current
@@ -49,6 +49,13 @@ mod tests {
         assert_eq!(workers(&s, 4, 0), 3);
         assert_eq!(workers(&s, 2, 0), 1);
         assert_eq!(workers(&s, 1, 0), 1);
+        let to_zero = spec(0, 5, 100);
+        assert_eq!(
+            workers(&to_zero, 1, 1),
+            1,
+            "a worker stays while votes wait"
+        );
+        assert_eq!(workers(&to_zero, 1, 0), 0);
     }
 
     #[test]
