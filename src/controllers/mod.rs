@@ -229,6 +229,26 @@ where
     )
 }
 
+/// Concludes a reconcile: [`finish`] when every child was accepted, else
+/// [`finish_with_failures`].
+pub async fn conclude<K>(
+    ctx: &Context,
+    obj: &K,
+    verdict: Verdict,
+    failures: Vec<crate::error::ChildFailure>,
+    fill: impl FnOnce(&mut K::Status),
+) -> Result<Action>
+where
+    K: Managed,
+    K::Status: KStatus,
+{
+    if failures.is_empty() {
+        finish(ctx, obj, verdict, fill).await
+    } else {
+        finish_with_failures(ctx, obj, verdict, failures, fill).await
+    }
+}
+
 /// The status and outcome of a reconcile whose children were not all accepted: the health
 /// names the first refused child (with the server's words), `Stalled` when the refusal is
 /// permanent. Returns the failures as the error, so the retry backs off.

@@ -68,6 +68,17 @@ pub fn build(
     })
 }
 
+/// The health of an app whose spec asks for routes where the Gateway API is not served;
+/// `fields` names the spec fields that ask.
+pub fn api_missing(fields: &str) -> crate::k8s::conditions::Health {
+    crate::k8s::conditions::Health::stalled(
+        "GatewayAPIMissing",
+        format!(
+            "{fields}: this cluster does not serve {GROUP}/{VERSION} HTTPRoutes; install the Gateway API CRDs or remove {fields}"
+        ),
+    )
+}
+
 /// What happened to the routes.
 #[derive(Debug, Default, PartialEq, Eq)]
 pub struct Routes {

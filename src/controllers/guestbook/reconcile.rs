@@ -8,13 +8,12 @@ use super::status;
 use super::validate::{self, Validated};
 use crate::context::Context;
 use crate::controllers::apps::{handoff, route};
-use crate::controllers::{Verdict, finish, finish_with_failures, instrumented, publish};
+use crate::controllers::{Verdict, conclude, finish, instrumented, publish};
 use crate::crd::Guestbook;
 use crate::error::Result;
 use crate::k8s::apply;
 use crate::k8s::cache::ChildCache;
 use crate::k8s::children::ChildKind;
-use crate::k8s::conditions::Health;
 use crate::k8s::owner::Owner;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -40,20 +39,13 @@ async fn run(gb: Arc<Guestbook>, ctx: Arc<Context>) -> Result<Action> {
     let routes = route::sync(&ctx.client, &v.owner, &routes).await?;
     let tiers = status::tiers(&gb, &v, cache);
     let health = if routes.api_missing {
-        Health::stalled(
-            "GatewayAPIMissing",
-            "spec.httpRoute: this cluster does not serve gateway.networking.k8s.io/v1 HTTPRoutes; install the Gateway API CRDs or remove spec.httpRoute",
-        )
+        route::api_missing("spec.httpRoute")
     } else {
         status::assess(&v, cache, &tiers)
     };
     let verdict = Verdict::new(health);
     let fill = |s: &mut _| status::fill(s, &gb, &v, tiers);
-    if applied.failed.is_empty() {
-        finish(&ctx, gb.as_ref(), verdict, fill).await
-    } else {
-        finish_with_failures(&ctx, gb.as_ref(), verdict, applied.failed, fill).await
-    }
+    conclude(&ctx, gb.as_ref(), verdict, applied.failed, fill).await
 }
 
 /// Replicas of autoscaled tiers to their autoscalers; stores the spec stopped declaring to

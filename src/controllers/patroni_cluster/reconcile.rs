@@ -11,9 +11,7 @@ use super::roles;
 use super::status::{self, JobResults};
 use super::validate::{self, Validated, World, referenced_secrets};
 use crate::context::Context;
-use crate::controllers::{
-    Verdict, finish, finish_with_failures, instrumented, job_results, publish,
-};
+use crate::controllers::{Verdict, conclude, finish, instrumented, job_results, publish};
 use crate::crd::PatroniCluster;
 use crate::crd::common::BackupStatus;
 use crate::error::Result;
@@ -109,11 +107,7 @@ async fn run(pc: Arc<PatroniCluster>, ctx: Arc<Context>) -> Result<Action> {
     let ready = status::ready_count(&seen.pods);
     let leader = seen.leader.as_deref();
     let fill = |s: &mut _| status::fill(s, &v, ready, seen.cluster.as_ref(), leader, jobs);
-    if applied.failed.is_empty() {
-        finish(&ctx, pc.as_ref(), verdict, fill).await
-    } else {
-        finish_with_failures(&ctx, pc.as_ref(), verdict, applied.failed, fill).await
-    }
+    conclude(&ctx, pc.as_ref(), verdict, applied.failed, fill).await
 }
 
 /// What the spec references, as found in the cluster.

@@ -8,9 +8,7 @@ use super::status::{self, Topology};
 use super::validate::{self, Validated, World};
 use super::{follow, heal, topology};
 use crate::context::Context;
-use crate::controllers::{
-    Verdict, finish, finish_with_failures, instrumented, job_results, publish,
-};
+use crate::controllers::{Verdict, conclude, finish, instrumented, job_results, publish};
 use crate::crd::RedisSentinel;
 use crate::crd::common::BackupStatus;
 use crate::error::Result;
@@ -68,11 +66,7 @@ async fn run(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Action> {
     };
     let (topo, moved, last_backup) = (acted.topology, acted.master_moved, acted.last_backup);
     let fill = |s: &mut _| status::fill(s, &v, cache, &topo, moved, last_backup);
-    if applied.failed.is_empty() {
-        finish(&ctx, rs.as_ref(), verdict, fill).await
-    } else {
-        finish_with_failures(&ctx, rs.as_ref(), verdict, applied.failed, fill).await
-    }
+    conclude(&ctx, rs.as_ref(), verdict, applied.failed, fill).await
 }
 
 /// What the spec references, as found in the cluster.

@@ -9,14 +9,13 @@ use super::status::{self, Observed};
 use super::validate::{self, Validated};
 use crate::context::Context;
 use crate::controllers::apps::{handoff, route};
-use crate::controllers::{Verdict, finish, finish_with_failures, instrumented, publish};
+use crate::controllers::{Verdict, conclude, finish, instrumented, publish};
 use crate::crd::VoteApp;
 use crate::crd::vote_app::QueueMode;
 use crate::error::Result;
 use crate::k8s::apply;
 use crate::k8s::cache::ChildCache;
 use crate::k8s::children::ChildKind;
-use crate::k8s::conditions::Health;
 use crate::k8s::owner::Owner;
 use crate::k8s::secrets;
 use crate::stores::redis::{self as store, Endpoint};
@@ -53,10 +52,7 @@ async fn run(app: Arc<VoteApp>, ctx: Arc<Context>) -> Result<Action> {
     announce(&ctx, &app, &v).await;
     let tiers = status::tiers(&v, cache);
     let health = if routes.api_missing {
-        Health::stalled(
-            "GatewayAPIMissing",
-            "spec.vote.httpRoute/spec.result.httpRoute: this cluster does not serve gateway.networking.k8s.io/v1 HTTPRoutes; install the Gateway API CRDs or remove the httpRoute fields",
-        )
+        route::api_missing("spec.vote.httpRoute/spec.result.httpRoute")
     } else {
         status::assess(&v, cache, &tiers)
     };
@@ -66,11 +62,7 @@ async fn run(app: Arc<VoteApp>, ctx: Arc<Context>) -> Result<Action> {
         ..Verdict::new(health)
     };
     let fill = |s: &mut _| status::fill(s, &v, tiers, Observed { queue_length });
-    if applied.failed.is_empty() {
-        finish(&ctx, app.as_ref(), verdict, fill).await
-    } else {
-        finish_with_failures(&ctx, app.as_ref(), verdict, applied.failed, fill).await
-    }
+    conclude(&ctx, app.as_ref(), verdict, applied.failed, fill).await
 }
 
 /// The shared queue's length, read from the master the store reports; `None` when there is
