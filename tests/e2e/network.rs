@@ -29,7 +29,7 @@ const FAST: Duration = Duration::from_secs(1);
 
 /// The pod runner's state directory. Without a runner (kind) these tests skip, unless the
 /// run requires one (GBO_REQUIRE_RUNNER=1, hack/test-all on the local cluster).
-fn runner() -> Option<PathBuf> {
+pub fn runner() -> Option<PathBuf> {
     let dir = std::env::var_os("GBO_PODRUNNER_STATE").map(PathBuf::from);
     if dir.is_none() {
         assert!(

@@ -2,7 +2,8 @@
 //! StatefulSets, in their own network namespaces, reported back through pod status and
 //! EndpointSlices; faults and deletions behave as on a real node.
 
-use crate::real::{endpoints, ip, name, pods, psql, ready, redis, runner_state};
+use crate::network::runner as runner_state;
+use crate::real::{endpoints, ip, name, pods, psql, ready, redis};
 use crate::support::{TestNamespace, apply_file, client, wait_for};
 use gbo_podrunner::fault;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
