@@ -1,6 +1,7 @@
 //! guestbook-operator: highly available Guestbook and voting apps on Kubernetes, with Redis
 //! Sentinel and Patroni PostgreSQL stores.
 
+pub mod cli;
 pub mod context;
 pub mod controllers;
 pub mod crd;

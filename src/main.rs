@@ -26,6 +26,26 @@ enum Command {
     Run(RunArgs),
     /// Print the CustomResourceDefinitions as YAML.
     Crd,
+    /// Print every object the operator would create for the custom resources in a file,
+    /// offline (no cluster): for review in GitOps pull requests.
+    Render {
+        /// The file with the custom resources (YAML, several documents allowed); `-` for stdin.
+        #[arg(short = 'f', long = "filename")]
+        file: String,
+        /// Namespace for resources that name none.
+        #[arg(short = 'n', long, default_value = "default")]
+        namespace: String,
+    },
+    /// A human summary of one app or store: conditions, tiers, stores, master or leader,
+    /// members, backups, recent events. As a kubectl plugin: name the binary
+    /// `kubectl-guestbook_operator` and run `kubectl guestbook-operator status KIND/NAME`.
+    Status {
+        /// KIND/NAME, e.g. voteapp/vote, rsen/cache.
+        target: String,
+        /// The namespace; the kubeconfig context's when omitted.
+        #[arg(short = 'n', long)]
+        namespace: Option<String>,
+    },
 }
 
 #[derive(clap::Args)]
@@ -90,6 +110,64 @@ fn main() -> ExitCode {
             }
         },
         Command::Run(args) => run(args),
+        Command::Render { file, namespace } => render(&file, &namespace),
+        Command::Status { target, namespace } => status(&target, namespace),
+    }
+}
+
+fn render(file: &str, namespace: &str) -> ExitCode {
+    let text = if file == "-" {
+        std::io::read_to_string(std::io::stdin())
+    } else {
+        std::fs::read_to_string(file)
+    };
+    let text = match text {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("error: reading {file}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match guestbook_operator::cli::render::render(&text, namespace) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {file}: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn status(target: &str, namespace: Option<String>) -> ExitCode {
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("error: cannot start the async runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = runtime.block_on(async {
+        let config = kube::Config::infer().await.map_err(|e| e.to_string())?;
+        let ns = namespace.unwrap_or_else(|| config.default_namespace.clone());
+        let client = kube::Client::try_from(config).map_err(|e| e.to_string())?;
+        guestbook_operator::cli::status::summary(&client, &ns, target)
+            .await
+            .map_err(|e| e.to_string())
+    });
+    match result {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }
 

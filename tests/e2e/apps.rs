@@ -169,7 +169,109 @@ async fn the_example_guestbook_serves_through_its_proxy() {
     })
     .await;
     assert!(read.contains("hello from e2e"));
+    render_matches_the_live_objects(&c, &ns.name, "manifests/examples/guestbook.yaml").await;
+    let summary = kubectl_plugin_status(&ns.name, "gb/guestbook");
+    for want in [
+        "Guestbook",
+        "Ready",
+        "True",
+        "frontend",
+        "guestbook-redis",
+        "Events",
+    ] {
+        assert!(
+            summary.contains(want),
+            "{want:?} missing from the status summary:\n{summary}"
+        );
+    }
     op.assert_no_reconcile_errors().await;
+}
+
+/// `guestbook-operator render` of `file` prints what the controllers applied: each rendered
+/// object is contained in its live copy (uids aside, which only the API server assigns).
+/// Objects whose content follows observed state (the follower Service's role while no replica
+/// is in sync) are left out of the comparison.
+pub async fn render_matches_the_live_objects(c: &Client, ns: &str, file: &str) {
+    use kube::api::{DynamicObject, GroupVersionKind};
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_guestbook-operator"))
+        .args(["render", "-f"])
+        .arg(crate::support::repo(file))
+        .args(["-n", ns])
+        .output()
+        .expect("run render");
+    assert!(
+        out.status.success(),
+        "render: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let text = String::from_utf8_lossy(&out.stdout).to_string();
+    let mut compared = 0;
+    for doc in serde_yaml_ng::Deserializer::from_str(&text) {
+        let mut want: serde_json::Value = serde::Deserialize::deserialize(doc).expect("yaml doc");
+        let (Some(api_version), Some(kind), Some(name)) = (
+            want["apiVersion"].as_str().map(str::to_string),
+            want["kind"].as_str().map(str::to_string),
+            want["metadata"]["name"].as_str().map(str::to_string),
+        ) else {
+            continue;
+        };
+        if name == "redis-follower" {
+            continue;
+        }
+        let (group, version) = api_version.split_once('/').unwrap_or(("", &api_version));
+        let gvk = GroupVersionKind::gvk(group, version, &kind);
+        let (ar, _) = kube::discovery::pinned_kind(c, &gvk)
+            .await
+            .expect("a served kind");
+        let api: kube::Api<DynamicObject> = kube::Api::namespaced_with(c.clone(), ns, &ar);
+        let live = api
+            .get(&name)
+            .await
+            .unwrap_or_else(|e| panic!("rendered {kind}/{name} does not exist: {e}"));
+        let live = serde_json::to_value(&live).expect("json");
+        if let Some(refs) = want["metadata"]["ownerReferences"].as_array_mut() {
+            for (i, r) in refs.iter_mut().enumerate() {
+                r["uid"] = live["metadata"]["ownerReferences"][i]["uid"].clone();
+            }
+        }
+        if let Some(m) = want.as_object_mut() {
+            m.remove("apiVersion");
+            m.remove("kind");
+        }
+        let diff = guestbook_operator::k8s::apply::difference(&want, &live);
+        assert!(
+            diff.is_none(),
+            "rendered {kind}/{name} differs from the live object at {diff:?}"
+        );
+        compared += 1;
+    }
+    println!("figure: render of {file}: {compared} objects, each as the live one");
+    assert!(compared > 10, "render printed only {compared} objects");
+}
+
+/// `kubectl guestbook-operator status TARGET -n NS`, the binary installed as a kubectl plugin.
+fn kubectl_plugin_status(ns: &str, target: &str) -> String {
+    let dir = crate::support::repo(&format!("target/e2e-logs/plugin-{ns}"));
+    std::fs::create_dir_all(&dir).expect("plugin dir");
+    let link = dir.join("kubectl-guestbook_operator");
+    let _ = std::fs::remove_file(&link);
+    std::os::unix::fs::symlink(env!("CARGO_BIN_EXE_guestbook-operator"), &link).expect("symlink");
+    let path = format!(
+        "{}:{}",
+        dir.display(),
+        std::env::var("PATH").unwrap_or_default()
+    );
+    let out = std::process::Command::new("kubectl")
+        .args(["guestbook-operator", "status", target, "-n", ns])
+        .env("PATH", path)
+        .output()
+        .expect("run kubectl (from e2e/cluster env's PATH)");
+    assert!(
+        out.status.success(),
+        "kubectl guestbook-operator status: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).to_string()
 }
 
 #[tokio::test]
