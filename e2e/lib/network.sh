@@ -58,6 +58,16 @@ table inet $NFT_TABLE {
     type filter hook postrouting priority filter + 10; policy accept;
     oifname != { "$POD_BRIDGE", "lo" } ip saddr $POD_NETWORK drop
   }
+  # A pod reaching itself through a Service: kube-proxy masquerades that (onto the gateway
+  # address) only for endpoints of its own node; the pod runner keeps every real pod's
+  # "addr . addr" here so that pods of the other nodes get the same.
+  set hairpin {
+    type ipv4_addr . ipv4_addr
+  }
+  chain hairpin-masquerade {
+    type nat hook postrouting priority srcnat + 10; policy accept;
+    oifname "$POD_BRIDGE" ct status dnat ip saddr . ip daddr @hairpin masquerade
+  }
 }
 NFT
 }

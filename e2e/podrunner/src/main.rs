@@ -98,6 +98,10 @@ struct RunArgs {
     /// (default: the API server on the gateway).
     #[arg(long)]
     kubernetes_service: Option<SocketAddrV4>,
+    /// FAMILY TABLE SET: the nftables set that makes a pod's Service traffic back to itself
+    /// work (each pod's `addr . addr` is kept in it).
+    #[arg(long)]
+    hairpin_set: Option<String>,
 }
 
 fn split_pod(s: &str) -> Option<(&str, &str)> {
@@ -256,6 +260,7 @@ fn run(state_dir: PathBuf, a: RunArgs) -> Result<(), String> {
         cluster_dns: a.cluster_dns,
         cluster_domain: a.cluster_domain,
         kubernetes_service: a.kubernetes_service,
+        hairpin_set: a.hairpin_set,
     };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

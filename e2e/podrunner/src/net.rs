@@ -44,6 +44,51 @@ pub struct Wiring<'a> {
     pub gateway: Ipv4Addr,
     /// Routed via the gateway when set (the Service range).
     pub service_cidr: Option<&'a str>,
+    /// The nftables set (`FAMILY TABLE SET`) of `addr . addr` pairs whose traffic is
+    /// masqueraded after a Service sent it back to its source (see [`hairpin`]).
+    pub hairpin_set: Option<&'a str>,
+}
+
+async fn nft(args: &[&str]) -> Result<()> {
+    let out = Command::new("nft")
+        .args(args)
+        .output()
+        .await
+        .map_err(|e| Error::Command {
+            cmd: format!("nft {}", args.join(" ")),
+            msg: e.to_string(),
+        })?;
+    if !out.status.success() {
+        return Err(Error::Command {
+            cmd: format!("nft {}", args.join(" ")),
+            msg: String::from_utf8_lossy(&out.stderr).trim().to_string(),
+        });
+    }
+    Ok(())
+}
+
+/// Adds (or removes) the pod's address to the hairpin set. A pod reaching itself through a
+/// Service arrives from its own address, which its kernel drops; kube-proxy masquerades such
+/// traffic only for endpoints on its own node, and here every node's pods share this one
+/// kube-proxy, so the cluster masquerades the rest through this set.
+pub async fn hairpin(set: &str, addr: Ipv4Addr, present: bool) -> Result<()> {
+    let words: Vec<&str> = set.split_whitespace().collect();
+    let [family, table, name] = words[..] else {
+        return Err(Error::Pod(format!(
+            "hairpin set {set:?}: want FAMILY TABLE SET"
+        )));
+    };
+    let element = format!("{{ {addr} . {addr} }}");
+    let verb = if present { "add" } else { "delete" };
+    nft(&[verb, "element", family, table, name, &element]).await
+}
+
+/// Empties the hairpin set (a new runner starts with no pods).
+pub async fn hairpin_flush(set: &str) -> Result<()> {
+    let words: Vec<&str> = set.split_whitespace().collect();
+    let mut args = vec!["flush", "set"];
+    args.extend(words);
+    nft(&args).await
 }
 
 /// Creates (or recreates) the namespace `ns` holding `addr/prefix` on eth0.
@@ -67,6 +112,9 @@ pub async fn create(ns: &str, veth: &str, addr: Ipv4Addr, w: &Wiring<'_>) -> Res
     if let Some(cidr) = w.service_cidr {
         let gw = w.gateway.to_string();
         ip(&["-n", ns, "route", "add", cidr, "via", &gw, "dev", "eth0"]).await?;
+    }
+    if let Some(set) = w.hairpin_set {
+        hairpin(set, addr, true).await?;
     }
     Ok(())
 }

@@ -276,6 +276,7 @@ impl PodTask {
                 prefix_len: s.prefix_len,
                 gateway: s.gateway,
                 service_cidr: s.service_cidr.as_deref(),
+                hairpin_set: s.hairpin_set.as_deref(),
             };
             net::create(&self.netns, &self.veth, ip, &wiring).await?;
             let dns = etc::ClusterDns {
@@ -810,6 +811,9 @@ impl PodTask {
         self.stop_containers(grace, exits).await;
         if self.state.sandbox_ready {
             let _ = net::delete(&self.netns).await;
+            if let (Some(set), Some(ip)) = (&self.shared.settings.hairpin_set, self.ip) {
+                let _ = net::hairpin(set, ip, false).await;
+            }
         }
         self.shared
             .ipam

@@ -117,6 +117,11 @@ pub async fn run(
     shutdown: impl Future<Output = ()>,
 ) -> Result<()> {
     clean_leftovers(&settings.state_dir).await;
+    if let Some(set) = &settings.hairpin_set
+        && let Err(e) = net::hairpin_flush(set).await
+    {
+        tracing::warn!(error = %e, "cannot empty the hairpin set");
+    }
     std::fs::create_dir_all(settings.pods_dir()).map_err(crate::error::io(settings.pods_dir()))?;
     let objects = Objects {
         config_maps: cache::<ConfigMap>(&client),

@@ -39,6 +39,9 @@ pub struct Settings {
     /// Where pods reach the API server (`KUBERNETES_SERVICE_HOST`/`PORT`): the `kubernetes`
     /// Service when kube-proxy serves it; `None`: the gateway and `apiserver_port`.
     pub kubernetes_service: Option<SocketAddrV4>,
+    /// `FAMILY TABLE SET`: the nftables set of pod addresses whose Service traffic back to
+    /// themselves is masqueraded (see `net::hairpin`).
+    pub hairpin_set: Option<String>,
 }
 
 impl Settings {
