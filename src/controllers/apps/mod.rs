@@ -4,13 +4,13 @@
 //! (Deployment, Service, disruption budget, autoscaler, Ingress, HTTPRoute), [`glue`] builds the
 //! fixed-name Services the stock images need, selecting on the stores' role labels.
 
-pub mod binding;
-pub mod glue;
-pub mod handoff;
-pub mod health;
-pub mod route;
+pub(crate) mod binding;
+pub(crate) mod glue;
+pub(crate) mod handoff;
+pub(crate) mod health;
+pub(crate) mod route;
 pub mod stores;
-pub mod tier;
+pub(crate) mod tier;
 
 /// Pod labels the stores' NetworkPolicies admit (`<label>: <store name>`).
 pub use crate::controllers::patroni_cluster::names::CLIENT_LABEL as POSTGRES_CLIENT_LABEL;

@@ -3,16 +3,16 @@
 //! (configuration, scale-down handovers, rolling updates), [`backup`] and [`roles`] build the
 //! Jobs, [`jobs`] reads their results.
 
-pub mod backup;
+pub(crate) mod backup;
 pub mod build;
-pub mod config;
+pub(crate) mod config;
 pub(crate) mod jobs;
 pub mod names;
 pub(crate) mod operate;
 pub(crate) mod reconcile;
-pub mod roles;
-pub mod scripts;
-pub mod status;
+pub(crate) mod roles;
+pub(crate) mod scripts;
+pub(crate) mod status;
 pub mod validate;
 
 pub use reconcile::reconcile;

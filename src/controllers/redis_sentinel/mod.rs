@@ -10,8 +10,8 @@ pub(crate) mod heal;
 pub mod names;
 pub(crate) mod reconcile;
 pub(crate) mod rollout;
-pub mod status;
-pub mod topology;
+pub(crate) mod status;
+pub(crate) mod topology;
 pub mod validate;
 
 pub use reconcile::reconcile;

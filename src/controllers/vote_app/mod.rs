@@ -5,9 +5,9 @@
 
 pub mod build;
 pub mod names;
-pub mod queue;
+pub(crate) mod queue;
 pub(crate) mod reconcile;
-pub mod status;
+pub(crate) mod status;
 pub mod validate;
 
 pub use reconcile::reconcile;
