@@ -49,7 +49,7 @@ async fn run(app: Arc<VoteApp>, ctx: Arc<Context>) -> Result<Action> {
     let keep = [ChildKind::RedisSentinel, ChildKind::PatroniCluster];
     let applied = apply::sync_keeping(&ctx.client, cache, &v.owner, &children, &keep).await;
     let routes = route::sync(&ctx.client, &v.owner, &routes).await?;
-    announce(&ctx, &app, &v).await;
+    announce(&ctx, &app, &v, &inputs, queue_length).await;
     let tiers = status::tiers(&v, cache);
     let health = if routes.api_missing {
         route::api_missing("spec.vote.httpRoute/spec.result.httpRoute")
@@ -157,7 +157,28 @@ async fn hand_over(ctx: &Context, app: &VoteApp, v: &Validated, cache: &ChildCac
 }
 
 /// Events for what the operator does on the stock images' behalf.
-async fn announce(ctx: &Context, app: &VoteApp, v: &Validated) {
+async fn announce(
+    ctx: &Context,
+    app: &VoteApp,
+    v: &Validated,
+    inputs: &Inputs,
+    queue_length: Option<i64>,
+) {
+    let before = app
+        .status
+        .as_ref()
+        .and_then(|s| s.worker.as_ref()?.replicas);
+    if app.spec.worker.autoscaling.is_some()
+        && let Some(before) = before
+        && before != inputs.workers
+    {
+        let queue = queue_length.map_or("unknown".to_string(), |n| n.to_string());
+        let note = format!(
+            "{} workers → {} for a queue of {queue} votes",
+            before, inputs.workers
+        );
+        publish(ctx, app, EventType::Normal, "WorkersScaled", "Scale", &note).await;
+    }
     let previous = app
         .status
         .as_ref()
