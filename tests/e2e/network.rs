@@ -8,7 +8,7 @@
 //! Service range (both on this machine); the only other traffic is the local DNS server's.
 
 use crate::real::{endpoints, ip, pods, ready};
-use crate::support::{TestNamespace, client, repo, wait_for};
+use crate::support::{Capability, TestNamespace, client, repo, require, wait_for};
 use k8s_openapi::api::core::v1::{Pod, Service};
 use kube::api::{Patch, PatchParams, PostParams};
 use kube::{Api, Client};
@@ -26,20 +26,6 @@ const BRIDGE: &str = "gbo0";
 const OUR_TABLE: &str = "gbo-cluster";
 /// A refused connection or a failed lookup must come back at least this fast.
 const FAST: Duration = Duration::from_secs(1);
-
-/// The pod runner's state directory. Without a runner (kind) these tests skip, unless the
-/// run requires one (GBO_REQUIRE_RUNNER=1, hack/test-all on the local cluster).
-pub fn runner() -> Option<PathBuf> {
-    let dir = std::env::var_os("GBO_PODRUNNER_STATE").map(PathBuf::from);
-    if dir.is_none() {
-        assert!(
-            std::env::var("GBO_REQUIRE_RUNNER").as_deref() != Ok("1"),
-            "GBO_REQUIRE_RUNNER=1 but GBO_PODRUNNER_STATE is not set: no pod runner behind this cluster"
-        );
-        eprintln!("skipped: GBO_PODRUNNER_STATE is not set (no pod runner behind this cluster)");
-    }
-    dir
-}
 
 fn within((net, len): (Ipv4Addr, u8), a: Ipv4Addr) -> bool {
     let mask = u32::MAX << (32 - u32::from(len));
@@ -208,7 +194,12 @@ async fn whoami_in_pod(state: &Path, ns: &str, client_pod: &str, host: &str) -> 
 
 #[tokio::test]
 async fn service_ips_reach_their_pods_follow_endpoints_and_refuse_without_them() {
-    let Some(state) = runner() else { return };
+    let Some(state) = require(&[Capability::Runner])
+        .await
+        .map(|g| g.runner_state())
+    else {
+        return;
+    };
     let c = client().await;
     let ns = TestNamespace::new(&c, "net-svc").await;
     let n = ns.name.as_str();
@@ -223,7 +214,13 @@ async fn service_ips_reach_their_pods_follow_endpoints_and_refuse_without_them()
     create::<Pod>(
         &c,
         n,
-        redis_pod("client", json!({"app": "client"}), json!({})),
+        // On node c: kube-proxy plays node a, so its own rules for hairpin traffic do not
+        // cover this pod (the cluster's do).
+        redis_pod(
+            "client",
+            json!({"app": "client"}),
+            json!({"nodeName": "gbo-worker-c"}),
+        ),
     )
     .await;
     create::<Service>(
@@ -243,6 +240,7 @@ async fn service_ips_reach_their_pods_follow_endpoints_and_refuse_without_them()
     ready_pod(&c, n, "client").await;
     redis_set(a, "whoami", "a").await;
     redis_set(b, "whoami", "b").await;
+    create::<Service>(&c, n, service("myself", json!({"app": "client"}), false)).await;
     let vip = cluster_ip(&c, n, "backend").await;
     wait_for("backend's endpoints", Duration::from_secs(30), || async {
         (endpoints(&c, n, "backend").await == vec![a.to_string()]).then_some(())
@@ -258,6 +256,22 @@ async fn service_ips_reach_their_pods_follow_endpoints_and_refuse_without_them()
     .await;
     assert_eq!(from_host, "a");
     assert_eq!(whoami_in_pod(&state, n, "client", "backend").await, "a");
+
+    // A pod reaches itself through its own Service (hairpin).
+    wait_for("myself's endpoints", Duration::from_secs(30), || async {
+        (endpoints(&c, n, "myself").await.len() == 1).then_some(())
+    })
+    .await;
+    let hairpin = wait_for(
+        "the client through its own Service",
+        Duration::from_secs(10),
+        || async {
+            let r = exec(&state, n, "client", &["redis-cli", "-h", "myself", "PING"]).await;
+            (r.out == "PONG").then_some(r)
+        },
+    )
+    .await;
+    assert!(hairpin.took < FAST, "hairpin took {:?}", hairpin.took);
 
     // The endpoints move to the other pod: new connections follow.
     let api: Api<Pod> = Api::namespaced(c.clone(), n);
@@ -321,7 +335,12 @@ async fn service_ips_reach_their_pods_follow_endpoints_and_refuse_without_them()
 
 #[tokio::test]
 async fn cluster_dns_resolves_services_and_headless_members_inside_pods() {
-    let Some(state) = runner() else { return };
+    let Some(state) = require(&[Capability::Runner])
+        .await
+        .map(|g| g.runner_state())
+    else {
+        return;
+    };
     let c = client().await;
     let ns = TestNamespace::new(&c, "net-dns").await;
     let n = ns.name.as_str();
@@ -456,7 +475,12 @@ fn redis_template() -> serde_json::Value {
 
 #[tokio::test]
 async fn pods_have_their_own_hostname_and_host_aliases() {
-    let Some(state) = runner() else { return };
+    let Some(state) = require(&[Capability::Runner])
+        .await
+        .map(|g| g.runner_state())
+    else {
+        return;
+    };
     let c = client().await;
     let ns = TestNamespace::new(&c, "net-host").await;
     let n = ns.name.as_str();
@@ -559,7 +583,12 @@ fn cluster_state(runner: &Path) -> PathBuf {
 
 #[tokio::test]
 async fn network_rule_pods_route_only_locally_and_forwarding_stays_on_the_bridge() {
-    let Some(state) = runner() else { return };
+    let Some(state) = require(&[Capability::Runner])
+        .await
+        .map(|g| g.runner_state())
+    else {
+        return;
+    };
     let c = client().await;
     let ns = TestNamespace::new(&c, "net-rule").await;
     create::<Pod>(
@@ -653,11 +682,24 @@ async fn network_rule_pods_route_only_locally_and_forwarding_stays_on_the_bridge
     ] {
         assert!(table.contains(&rule), "missing `{rule}` in:\n{table}");
     }
+    // Our only NAT: a pod's traffic back to itself through a Service, on the bridge.
+    let nat_rules = |t: &str| -> Vec<String> {
+        t.lines()
+            .filter(|l| l.contains(" masquerade") && !l.trim_start().starts_with("chain "))
+            .map(str::to_string)
+            .collect()
+    };
+    for line in nat_rules(&table) {
+        assert!(
+            line.contains(&format!("oifname \"{BRIDGE}\"")) && line.contains("@hairpin"),
+            "a masquerade beyond the bridge's hairpin traffic: {line}"
+        );
+    }
     // kube-proxy's table, in nftables mode; its only NAT is the masquerade of marked (hairpin
     // and off-cluster-source) Service traffic, which our postrouting keeps on the bridge.
     let proxy = run("nft", &["list", "table", "ip", "kube-proxy"]);
     assert!(proxy.contains("chain nat-prerouting"), "{proxy}");
-    for line in proxy.lines().filter(|l| l.contains("masquerade")) {
+    for line in nat_rules(&proxy) {
         assert!(
             line.contains("mark") || line.contains("@hairpin-connections"),
             "unmarked masquerade in kube-proxy's table: {line}"
