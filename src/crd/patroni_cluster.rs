@@ -103,9 +103,13 @@ pub fn default_patroni_image() -> String {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresqlSpec {
-    /// Major version; must match the binaries in `image`.
+    /// Major version; must match the binaries in `image`. Never lowered (a transition rule):
+    /// an older PostgreSQL cannot read a newer one's data directory. Raising it needs a major
+    /// upgrade of the data, which the operator does not do yet: it reports the cluster
+    /// `Stalled` instead of starting the new binaries on the old data.
     #[serde(default = "default_pg_version")]
     #[schemars(range(min = 13, max = 18))]
+    #[x_kube(validation = Rule::new("self >= oldSelf").message("must not be lowered: PostgreSQL cannot read the data directory of a newer major version (restore a backup into a new cluster instead)").reason(kube::core::Reason::FieldValueForbidden))]
     pub version: i32,
     /// postgresql.conf parameters, applied through Patroni's dynamic configuration (restarts
     /// only where PostgreSQL needs one, replicas first).
@@ -318,6 +322,12 @@ pub struct PatroniClusterStatus {
     /// The backup `spec.bootstrap` restored into this cluster, once it has.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub restored_from: Option<BackupStatus>,
+    /// resourceVersions of the superuser and replication Secrets (in that order, comma
+    /// separated) whose passwords every member uses. When a password changes, the operator
+    /// changes it on the primary and restarts the members one by one (`Reconciling`, reason
+    /// `RotatingCredentials`, meanwhile), then sets this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_version: Option<String>,
 }
 
 /// One member as Patroni's `GET /cluster` reports it.

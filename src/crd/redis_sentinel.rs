@@ -82,8 +82,14 @@ pub struct RedisSentinelSpec {
 }
 
 /// The Redis StatefulSet.
+///
+/// `storage` cannot be added to or removed from an existing store (a transition rule): the
+/// members' data directory would switch between claims and emptyDirs, which a StatefulSet
+/// cannot change, and data on either side would be left behind. The rule is only evaluated
+/// where the old object had `redis` too, so the operator also checks the live StatefulSet.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
+#[x_kube(validation = Rule::new("has(self.storage) == has(oldSelf.storage)").message("cannot be added to or removed from an existing store: its members' data would switch between claims and emptyDirs, which a StatefulSet cannot do (create a new RedisSentinel instead)").field_path(".storage").reason(kube::core::Reason::FieldValueForbidden))]
 #[x_kube(validation = Rule::new("self.durability.minReplicasToWrite < self.replicas").message("durability.minReplicasToWrite must be less than replicas, or the master could never accept a write").field_path(".durability.minReplicasToWrite"))]
 pub struct RedisSpec {
     /// Number of Redis servers, master included (3 = a master and two replicas).
@@ -100,6 +106,7 @@ pub struct RedisSpec {
     #[schemars(schema_with = "super::common::resources_schema")]
     pub resources: Resources,
     /// Persistence of the data directory; an emptyDir (data lost with the pod) when omitted.
+    /// Chosen once: it cannot be added or removed later.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub storage: Option<StorageSpec>,
     /// Durability settings that decide how many acknowledged writes a failover may lose.
@@ -334,6 +341,11 @@ pub struct RedisSentinelStatus {
     /// The last backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<BackupStatus>,
+    /// resourceVersion of the auth Secret whose password every Redis and Sentinel uses. When
+    /// the Secret's password changes, the operator rolls it out to every member without a
+    /// restart (`Reconciling`, reason `RotatingCredentials`, meanwhile) and then sets this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub credentials_version: Option<String>,
 }
 
 /// Where the master is.
