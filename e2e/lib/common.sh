@@ -168,6 +168,8 @@ ensure_packages() {
   # The exporter sidecars' programs (the module proxy does not serve either exporter).
   command -v prometheus-redis-exporter >/dev/null || missing+=(prometheus-redis-exporter)
   command -v prometheus-postgres-exporter >/dev/null || missing+=(prometheus-postgres-exporter)
+  command -v lua5.1 >/dev/null || missing+=(lua5.1)  # Argo CD's Lua dialect: docs/argocd health checks
+  command -v promtool >/dev/null || missing+=(prometheus)  # promtool: the chart's alert tests
   /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3 python3-venv)
   [ ${#missing[@]} -eq 0 ] && return 0
   log "installing Debian packages: ${missing[*]}"
