@@ -7,9 +7,11 @@
 
 use crate::apps::wait_ready;
 use crate::apps_client;
-use crate::real::{endpoints, psql, runner_state};
-use crate::standins::{cluster_dns, required, service_base};
-use crate::support::{Operator, TestNamespace, apply_yaml, client, install_crds, wait_for};
+use crate::real::{endpoints, psql};
+use crate::standins::service_base;
+use crate::support::{
+    Capability, Operator, TestNamespace, apply_yaml, client, install_crds, require, wait_for,
+};
 use gbo_podrunner::fault;
 use guestbook_operator::crd::{PatroniCluster, RedisSentinel};
 use kube::{Api, Client};
@@ -99,16 +101,13 @@ async fn counted_ids(c: &Client, ns: &str) -> Result<BTreeSet<String>, String> {
 
 #[tokio::test]
 async fn votes_keep_flowing_through_a_redis_and_a_postgres_failover() {
-    let Some(state) = runner_state() else { return };
-    let c = client().await;
-    if !cluster_dns(&c).await {
-        assert!(
-            !required(),
-            "GBO_REQUIRE_RUNNER=1 but the cluster has no working kube-dns"
-        );
-        eprintln!("skipped: no cluster DNS (kube-dns) in this cluster");
+    let Some(state) = require(&[Capability::Runner, Capability::ClusterDns])
+        .await
+        .map(|g| g.runner_state())
+    else {
         return;
-    }
+    };
+    let c = client().await;
     install_crds(&c).await;
     let ns = TestNamespace::new(&c, "app-faults").await;
     let op = Operator::start(&ns.name, "solo", &["--leader-election=false"]);

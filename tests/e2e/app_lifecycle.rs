@@ -4,9 +4,9 @@
 //! deleted (what it owns goes, what it references stays).
 
 use crate::apps::wait_ready;
-use crate::real::runner_state;
-use crate::standins::{cluster_dns, required};
-use crate::support::{Operator, TestNamespace, apply_yaml, client, install_crds, wait_for};
+use crate::support::{
+    Capability, Operator, TestNamespace, apply_yaml, client, install_crds, require, wait_for,
+};
 use guestbook_operator::crd::{RedisSentinel, VoteApp};
 use k8s_openapi::api::apps::v1::{Deployment, ReplicaSet};
 use k8s_openapi::api::autoscaling::v2::HorizontalPodAutoscaler;
@@ -25,25 +25,13 @@ async fn deployment_replicas(c: &Client, ns: &str, name: &str) -> Option<i32> {
     d.spec?.replicas
 }
 
-async fn capable(c: &Client) -> bool {
-    if runner_state().is_none() {
-        return false;
-    }
-    if !cluster_dns(c).await {
-        assert!(
-            !required(),
-            "GBO_REQUIRE_RUNNER=1 but the cluster has no working kube-dns"
-        );
-        eprintln!("skipped: no cluster DNS (kube-dns) in this cluster");
-        return false;
-    }
-    true
-}
-
 #[tokio::test]
 async fn workers_follow_the_queue_up_and_back_down() {
     let c = client().await;
-    if !capable(&c).await {
+    if require(&[Capability::Runner, Capability::ClusterDns])
+        .await
+        .is_none()
+    {
         return;
     }
     install_crds(&c).await;

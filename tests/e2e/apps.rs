@@ -4,29 +4,14 @@
 //! do. Votes, entries and the tally go through the apps' Services as a browser's would.
 
 use crate::apps_client::{self, Tally};
-use crate::real::{ip, pods, psql, ready, runner_state};
-use crate::standins::{cluster_dns, required, service_base};
+use crate::real::{ip, pods, psql, ready};
+use crate::standins::service_base;
 use crate::support::{
-    Operator, TestNamespace, apply_file, apply_yaml, client, condition, install_crds, kstatus,
-    wait_for,
+    Capability, Operator, TestNamespace, apply_file, apply_yaml, client, condition, install_crds,
+    kstatus, require, wait_for,
 };
 use kube::Client;
 use std::time::Duration;
-
-/// What an app test needs of the cluster: real pods and cluster DNS. `None` (with a line
-/// saying so) where they are missing, unless the run requires them.
-async fn capable(c: &Client) -> Option<()> {
-    runner_state()?;
-    if !cluster_dns(c).await {
-        assert!(
-            !required(),
-            "GBO_REQUIRE_RUNNER=1 but the cluster has no working kube-dns"
-        );
-        eprintln!("skipped: no cluster DNS (kube-dns) in this cluster");
-        return None;
-    }
-    Some(())
-}
 
 /// Waits until `kind/name` reports Ready=True for its current generation.
 pub async fn wait_ready(c: &Client, ns: &str, kind: &str, name: &str, timeout: Duration) {
@@ -81,7 +66,10 @@ pub async fn counted(c: &Client, ns: &str) -> Result<Tally, String> {
 #[tokio::test]
 async fn the_example_vote_app_counts_every_voter_once() {
     let c = client().await;
-    if capable(&c).await.is_none() {
+    if require(&[Capability::Runner, Capability::ClusterDns])
+        .await
+        .is_none()
+    {
         return;
     }
     install_crds(&c).await;
@@ -144,7 +132,10 @@ async fn the_example_vote_app_counts_every_voter_once() {
 #[tokio::test]
 async fn the_example_guestbook_serves_through_its_proxy() {
     let c = client().await;
-    if capable(&c).await.is_none() {
+    if require(&[Capability::Runner, Capability::ClusterDns])
+        .await
+        .is_none()
+    {
         return;
     }
     install_crds(&c).await;

@@ -13,15 +13,6 @@ pub struct Mark {
     offset: u64,
 }
 
-/// The audit log, or `None` (with a line saying so) where the cluster keeps none.
-pub fn log() -> Option<PathBuf> {
-    let p = std::env::var_os("GBO_AUDIT_LOG").map(PathBuf::from);
-    if p.is_none() {
-        eprintln!("skipped: GBO_AUDIT_LOG is not set (no audit log from this cluster)");
-    }
-    p
-}
-
 impl Mark {
     pub fn now(path: &PathBuf) -> Self {
         let offset = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);

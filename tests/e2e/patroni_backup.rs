@@ -5,8 +5,10 @@
 //! operator created from the spec.
 
 use crate::patroni_cluster::{status, superuser_password};
-use crate::real::{claim_dir, psql, runner_state};
-use crate::support::{apply_yaml, condition, run_job_from, start_with, try_job_from, wait_for};
+use crate::real::{claim_dir, psql};
+use crate::support::{
+    Capability, apply_yaml, condition, require, run_job_from, start_with, try_job_from, wait_for,
+};
 use guestbook_operator::crd::PatroniCluster;
 use guestbook_operator::crd::common::BackupStatus;
 use guestbook_operator::crd::patroni_cluster::PatroniClusterStatus;
@@ -96,7 +98,9 @@ async fn reported(
 
 #[tokio::test]
 async fn backups_restore_into_a_new_cluster_and_the_restore_check_catches_a_corrupted_one() {
-    let Some(_state) = runner_state() else { return };
+    if require(&[Capability::Runner]).await.is_none() {
+        return;
+    }
     let backup = format!(
         "  backup: {{schedule: '{NEVER}', retention: 2, restoreCheckSchedule: '{NEVER}'}}\n"
     );

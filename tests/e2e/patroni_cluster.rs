@@ -6,8 +6,8 @@
 //! removes, a scale-up, and deletion that removes the children and keeps the claims.
 
 use crate::patroni_roll::{members, watch_replacement};
-use crate::real::{endpoints, ip, name, pods, psql, runner_state};
-use crate::support::{apply_yaml, condition, start_with, wait_for};
+use crate::real::{endpoints, ip, name, pods, psql};
+use crate::support::{Capability, apply_yaml, condition, require, start_with, wait_for};
 use gbo_podrunner::fault;
 use guestbook_operator::crd::PatroniCluster;
 use guestbook_operator::crd::patroni_cluster::PatroniClusterStatus;
@@ -125,7 +125,12 @@ pub async fn superuser_password(c: &Client, ns: &str, cluster: &str) -> String {
 
 #[tokio::test]
 async fn a_strict_synchronous_cluster_fails_over_scales_and_is_deleted_without_losing_rows() {
-    let Some(state) = runner_state() else { return };
+    let Some(state) = require(&[Capability::Runner])
+        .await
+        .map(|g| g.runner_state())
+    else {
+        return;
+    };
     let (c, ns, op) = start_with("pgc", &cluster(3, "Strict")).await;
     let ns = &ns.name;
     let first = ready(&c, ns).await;

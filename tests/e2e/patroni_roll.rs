@@ -5,7 +5,7 @@
 
 use crate::patroni_cluster::{MEMBERS, SPEC, leader, none_lost, ready, superuser_password, writer};
 use crate::real::{ip, name, pods, psql};
-use crate::support::{apply_yaml, start_with, wait_for};
+use crate::support::{Capability, apply_yaml, require, start_with, wait_for};
 use guestbook_operator::stores::patroni;
 use kube::Client;
 use std::collections::BTreeMap;
@@ -85,9 +85,9 @@ pub fn watch_replacement(
 
 #[tokio::test]
 async fn settings_apply_in_place_and_a_roll_switches_over_before_the_primary_without_losing_rows() {
-    let Some(_state) = crate::real::runner_state() else {
+    if require(&[Capability::Runner]).await.is_none() {
         return;
-    };
+    }
     let (c, ns, op) = start_with("pgc-roll", SPEC).await;
     let ns = &ns.name;
     let first = ready(&c, ns).await;

@@ -1,40 +1,27 @@
-//! Talking to the real processes the pod runner starts behind pods: Redis over RESP, Patroni
-//! over its REST API, PostgreSQL through psql, faults through the runner's PID files.
+//! Talking to the real processes the pod runner starts behind pods: Redis and Sentinel through
+//! the `redis` crate, PostgreSQL through psql; pods, their addresses and EndpointSlices.
 
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::api::ListParams;
 use kube::{Api, Client};
+use redis::aio::{ConnectionLike, MultiplexedConnection};
+use redis::{
+    AsyncConnectionConfig, ConnectionAddr, IntoConnectionInfo, RedisConnectionInfo, Value,
+};
 use std::net::Ipv4Addr;
-use std::path::PathBuf;
 use std::time::Duration;
-use tokio::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
-
-/// The runner's state directory, or `None` where no runner runs (kind): those tests skip.
-pub fn runner_state() -> Option<PathBuf> {
-    let dir = std::env::var_os("GBO_PODRUNNER_STATE").map(PathBuf::from);
-    if dir.is_none() {
-        eprintln!("skipped: GBO_PODRUNNER_STATE is not set (no pod runner behind this cluster)");
-    }
-    dir
-}
 
 /// One Redis command, one reply (as text; arrays joined by newlines). `None` when the server
-/// does not answer within 2 s.
+/// does not answer within 3 s.
 pub async fn redis(ip: Ipv4Addr, args: &[&str]) -> Option<String> {
     resp(ip, 6379, None, args).await
 }
 
-fn encode(args: &[&str]) -> String {
-    let mut req = format!("*{}\r\n", args.len());
-    for a in args {
-        req += &format!("${}\r\n{a}\r\n", a.len());
-    }
-    req
-}
-
 /// One command to a Redis or Sentinel at `ip:port`, authenticating first when a password is
-/// given. `None` when the server does not answer within 3 s.
+/// given: the reply as text (arrays joined by newlines, nil as "", an error reply as
+/// `ERR <code> <detail>`). `None` when the server does not answer within 3 s or the connection
+/// ends first (a server stopping mid-roll).
 pub async fn resp(
     ip: Ipv4Addr,
     port: u16,
@@ -42,21 +29,26 @@ pub async fn resp(
     args: &[&str],
 ) -> Option<String> {
     let io = async {
-        let mut s = tokio::net::TcpStream::connect((ip, port)).await.ok()?;
-        let mut req = String::new();
+        let info = ConnectionAddr::Tcp(ip.to_string(), port)
+            .into_connection_info()
+            .ok()?
+            .set_redis_settings(RedisConnectionInfo::default().set_skip_set_lib_name());
+        // The 3 s around it all is the only limit: WAIT blocks for seconds by design.
+        let config = AsyncConnectionConfig::new()
+            .set_connection_timeout(None)
+            .set_response_timeout(None);
+        let mut con = redis::Client::open(info)
+            .ok()?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await
+            .ok()?;
         if let Some(p) = password {
-            req += &encode(&["AUTH", p]);
-        }
-        req += &encode(args);
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut r = BufReader::new(s);
-        if password.is_some() {
-            let auth = read_reply(&mut r).await?;
+            let auth = command(&mut con, &["AUTH", p]).await?;
             if auth != "OK" {
                 return Some(auth);
             }
         }
-        read_reply(&mut r).await
+        command(&mut con, args).await
     };
     tokio::time::timeout(Duration::from_secs(3), io)
         .await
@@ -64,40 +56,36 @@ pub async fn resp(
         .flatten()
 }
 
-fn read_reply<'a>(
-    r: &'a mut BufReader<tokio::net::TcpStream>,
-) -> std::pin::Pin<Box<dyn std::future::Future<Output = Option<String>> + Send + 'a>> {
-    Box::pin(async move {
-        let mut line = String::new();
-        r.read_line(&mut line).await.ok()?;
-        let line = line.trim_end().to_string();
-        // An empty line is a closed connection (a server stopping mid-roll): no reply.
-        let (kind, rest) = line.split_at_checked(1)?;
-        match kind {
-            "+" | ":" => Some(rest.to_string()),
-            "-" => Some(format!("ERR {rest}")),
-            "$" => {
-                let n: i64 = rest.parse().ok()?;
-                if n < 0 {
-                    return Some(String::new());
-                }
-                let mut buf = vec![0u8; usize::try_from(n).ok()? + 2];
-                tokio::io::AsyncReadExt::read_exact(r, &mut buf)
-                    .await
-                    .ok()?;
-                Some(String::from_utf8_lossy(&buf[..buf.len() - 2]).to_string())
-            }
-            "*" => {
-                let n: i64 = rest.parse().ok()?;
-                let mut items = Vec::new();
-                for _ in 0..n.max(0) {
-                    items.push(read_reply(r).await?);
-                }
-                Some(items.join("\n"))
-            }
-            _ => None,
+async fn command(con: &mut MultiplexedConnection, args: &[&str]) -> Option<String> {
+    let (name, rest) = args.split_first()?;
+    let mut cmd = redis::cmd(name);
+    for a in rest {
+        cmd.arg(*a);
+    }
+    // The raw reply: an error reply is an answer the tests look at, not a failure.
+    match con.req_packed_command(&cmd).await {
+        Ok(v) => Some(text(v)),
+        Err(e) => Some(format!(
+            "ERR {} {}",
+            e.code()?,
+            e.detail().unwrap_or_default()
+        )),
+    }
+}
+
+fn text(v: Value) -> String {
+    match v {
+        Value::Nil => String::new(),
+        Value::Okay => "OK".into(),
+        Value::Int(n) => n.to_string(),
+        Value::SimpleString(s) => s,
+        Value::BulkString(b) => String::from_utf8_lossy(&b).to_string(),
+        Value::Array(items) | Value::Set(items) => {
+            items.into_iter().map(text).collect::<Vec<_>>().join("\n")
         }
-    })
+        Value::ServerError(e) => format!("ERR {} {}", e.code(), e.details().unwrap_or_default()),
+        other => format!("{other:?}"),
+    }
 }
 
 /// Runs SQL through psql on the host against a pod's address.

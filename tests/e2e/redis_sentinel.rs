@@ -2,10 +2,10 @@
 //! operator elects a master, the master Service follows Sentinel's failovers, acknowledged
 //! writes survive, and deleting the resource keeps the data's claims.
 
-use crate::real::{claim_dir, endpoints, ip, name, pods, resp, runner_state};
+use crate::real::{claim_dir, endpoints, ip, name, pods, resp};
 use crate::support::{
-    Operator, TestNamespace, apply_yaml, client, condition, install_crds, run_job_from, start_with,
-    wait_for,
+    Capability, Operator, TestNamespace, apply_yaml, client, condition, install_crds, require,
+    run_job_from, start_with, wait_for,
 };
 use gbo_podrunner::fault;
 use guestbook_operator::crd::RedisSentinel;
@@ -115,7 +115,12 @@ async fn count_keys(ip: Ipv4Addr, pw: &str, prefix: &str, n: usize) -> usize {
 
 #[tokio::test]
 async fn a_redis_sentinel_elects_a_master_and_follows_failovers_without_losing_writes() {
-    let Some(state) = runner_state() else { return };
+    let Some(state) = require(&[Capability::Runner])
+        .await
+        .map(|g| g.runner_state())
+    else {
+        return;
+    };
     let (c, ns, op) = start_with("rsen", SPEC).await;
     let (master, master_ip) = healthy(&c, &ns.name).await;
     let pw = password(&c, &ns.name).await;
@@ -279,7 +284,9 @@ async fn a_redis_sentinel_elects_a_master_and_follows_failovers_without_losing_w
 
 #[tokio::test]
 async fn deleting_a_redis_sentinel_removes_its_objects_and_keeps_its_claims() {
-    let Some(_state) = runner_state() else { return };
+    if require(&[Capability::Runner]).await.is_none() {
+        return;
+    }
     let (c, ns, _op) = start_with("rsen-delete", SPEC).await;
     let sts: Api<StatefulSet> = Api::namespaced(c.clone(), &ns.name);
     wait_for("the StatefulSets", Duration::from_secs(30), || async {
@@ -369,7 +376,9 @@ async fn writer(
 
 #[tokio::test]
 async fn a_configuration_change_rolls_replicas_first_and_never_restarts_a_master() {
-    let Some(_state) = runner_state() else { return };
+    if require(&[Capability::Runner]).await.is_none() {
+        return;
+    }
     let (c, ns, op) = start_with("rsen-roll", SPEC).await;
     healthy(&c, &ns.name).await;
     let pw = password(&c, &ns.name).await;
@@ -477,7 +486,9 @@ async fn a_configuration_change_rolls_replicas_first_and_never_restarts_a_master
 
 #[tokio::test]
 async fn a_backup_is_an_rdb_that_a_fresh_redis_server_loads_with_the_same_keys() {
-    let Some(_state) = runner_state() else { return };
+    if require(&[Capability::Runner]).await.is_none() {
+        return;
+    }
     let c = client().await;
     install_crds(&c).await;
     let ns = TestNamespace::new(&c, "rsen-backup").await;

@@ -2,9 +2,8 @@
 //! StatefulSets, in their own network namespaces, reported back through pod status and
 //! EndpointSlices; faults and deletions behave as on a real node.
 
-use crate::network::runner as runner_state;
 use crate::real::{endpoints, ip, name, pods, psql, ready, redis};
-use crate::support::{TestNamespace, apply_file, client, wait_for};
+use crate::support::{Capability, TestNamespace, apply_file, client, require, wait_for};
 use gbo_podrunner::fault;
 use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::Api;
@@ -38,7 +37,12 @@ async fn pod_named(c: &kube::Client, ns: &str, selector: &str, pod: &str) -> Pod
 
 #[tokio::test]
 async fn redis_pods_run_for_real_replicate_and_survive_faults() {
-    let Some(state) = runner_state() else { return };
+    let Some(state) = require(&[Capability::Runner])
+        .await
+        .map(|g| g.runner_state())
+    else {
+        return;
+    };
     let c = client().await;
     let ns = TestNamespace::new(&c, "runner-redis").await;
     apply_file(&c, &ns.name, "tests/fixtures/runner/redis.yaml").await;
@@ -165,7 +169,12 @@ async fn redis_pods_run_for_real_replicate_and_survive_faults() {
 
 #[tokio::test]
 async fn patroni_elects_a_labelled_leader_and_fails_over() {
-    let Some(state) = runner_state() else { return };
+    let Some(state) = require(&[Capability::Runner])
+        .await
+        .map(|g| g.runner_state())
+    else {
+        return;
+    };
     let c = client().await;
     let ns = TestNamespace::new(&c, "runner-pg").await;
     apply_file(&c, &ns.name, "tests/fixtures/runner/patroni.yaml").await;
@@ -318,7 +327,12 @@ fn nginx_pod(name: &str, image: &str, conf_d: bool, port: u16) -> Pod {
 
 #[tokio::test]
 async fn nginx_pods_serve_their_mounted_configuration_as_the_official_image_does() {
-    let Some(state) = runner_state() else { return };
+    let Some(state) = require(&[Capability::Runner])
+        .await
+        .map(|g| g.runner_state())
+    else {
+        return;
+    };
     let c = client().await;
     let ns = TestNamespace::new(&c, "runner-nginx").await;
     let n = ns.name.as_str();
@@ -392,7 +406,9 @@ async fn nginx_pods_serve_their_mounted_configuration_as_the_official_image_does
 
 #[tokio::test]
 async fn exporter_sidecars_answer_on_their_metrics_ports() {
-    let Some(_state) = runner_state() else { return };
+    if require(&[Capability::Runner]).await.is_none() {
+        return;
+    }
     let c = client().await;
     let ns = TestNamespace::new(&c, "runner-exporters").await;
     // The operator's sidecars, as its builders write them: env only, non-root. The Postgres

@@ -5,11 +5,9 @@
 //! go through the vote and result Services as a browser's would.
 
 use crate::apps_client::{self, Tally};
-use crate::real::{ip, pods, psql, ready, runner_state};
-use crate::support::{TestNamespace, apply_file, client, repo, wait_for};
+use crate::real::{ip, pods, psql, ready};
+use crate::support::{Capability, TestNamespace, apply_file, client, repo, require, wait_for};
 use k8s_openapi::api::core::v1::Service;
-use k8s_openapi::api::discovery::v1::EndpointSlice;
-use kube::api::ListParams;
 use kube::{Api, Client};
 use std::net::Ipv4Addr;
 use std::time::Duration;
@@ -17,51 +15,6 @@ use std::time::Duration;
 /// The local cluster's Service range: the only virtual addresses this test may send to (the
 /// host's kube-proxy translates them to pod addresses on this machine).
 const SERVICE_RANGE: (Ipv4Addr, u8) = (Ipv4Addr::new(10, 96, 0, 0), 16);
-
-pub fn required() -> bool {
-    std::env::var("GBO_REQUIRE_RUNNER").as_deref() == Ok("1")
-}
-
-/// Whether the cluster serves `kube-dns` from at least one ready endpoint.
-pub async fn cluster_dns(c: &Client) -> bool {
-    if Api::<Service>::namespaced(c.clone(), "kube-system")
-        .get_opt("kube-dns")
-        .await
-        .ok()
-        .flatten()
-        .is_none()
-    {
-        return false;
-    }
-    let slices = Api::<EndpointSlice>::namespaced(c.clone(), "kube-system")
-        .list(&ListParams::default().labels("kubernetes.io/service-name=kube-dns"))
-        .await
-        .map(|l| l.items)
-        .unwrap_or_default();
-    slices
-        .iter()
-        .flat_map(|s| s.endpoints.iter().flatten())
-        .any(|e| e.conditions.as_ref().and_then(|c| c.ready) == Some(true))
-}
-
-/// Whether this checkout's cluster scripts start CoreDNS (then its absence is a failure).
-fn scripts_start_cluster_dns() -> bool {
-    let dir = repo("e2e/lib");
-    let mut files = vec![repo("e2e/cluster")];
-    files.extend(
-        std::fs::read_dir(dir)
-            .into_iter()
-            .flatten()
-            .flatten()
-            .map(|e| e.path()),
-    );
-    files.iter().any(|f| {
-        std::fs::read_to_string(f)
-            .unwrap_or_default()
-            .to_lowercase()
-            .contains("coredns")
-    })
-}
 
 /// The stand-ins the pod runner starts are the installed copies: they must be this checkout's.
 fn installed_standins_current() -> Result<(), String> {
@@ -127,18 +80,13 @@ where
 
 #[tokio::test]
 async fn stock_apps_vote_to_tally_and_guestbook_by_service_name() {
-    let Some(_state) = runner_state() else { return };
-    let c = client().await;
-    if !cluster_dns(&c).await {
-        assert!(
-            !(required() && scripts_start_cluster_dns()),
-            "GBO_REQUIRE_RUNNER=1: the cluster scripts start CoreDNS, yet kube-dns has no ready endpoint"
-        );
-        eprintln!(
-            "skipped: no kube-dns Service with a ready endpoint (cluster DNS) in this cluster"
-        );
+    if require(&[Capability::Runner, Capability::ClusterDns])
+        .await
+        .is_none()
+    {
         return;
     }
+    let c = client().await;
     installed_standins_current().unwrap_or_else(|e| panic!("{e}"));
     let ns = TestNamespace::new(&c, "standins").await;
     apply_file(&c, &ns.name, "tests/fixtures/standins/apps.yaml").await;

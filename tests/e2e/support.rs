@@ -1,5 +1,6 @@
 //! What the e2e tests share: a client for the cluster in KUBECONFIG, a namespace per test, the
-//! operator binary as a child process, polling.
+//! operator binary as a child process, polling, and the capabilities a test may need that not
+//! every cluster has (skipped visibly, counted, or failed when the run requires them).
 
 use guestbook_operator::crd::{self, Guestbook, PatroniCluster, RedisSentinel, VoteApp};
 use k8s_openapi::api::core::v1::Namespace;
@@ -15,7 +16,12 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+// The capabilities a test may need and the visible skip; a file of its own so that test
+// targets without a cluster (tests/standins) share it without the rest of this one.
+#[path = "skip.rs"]
+mod skip;
+pub use skip::{Capability, require, require_part};
 
 pub const MANAGER: &str = "gbo-e2e";
 
@@ -25,6 +31,7 @@ pub fn repo(path: &str) -> PathBuf {
 
 /// A client for the cluster the suite was pointed at. Refuses to guess: no KUBECONFIG, no run.
 pub async fn client() -> Client {
+    skip::summary_at_exit();
     assert!(
         std::env::var_os("KUBECONFIG").is_some(),
         "the e2e suite needs KUBECONFIG (run hack/test-all, or eval \"$(e2e/cluster up | tail -n1)\" first)"
@@ -225,6 +232,14 @@ pub struct Operator {
     pub log: PathBuf,
 }
 
+/// The operator binary the suite runs: this build's, or the one `GBO_E2E_OPERATOR_BIN` names
+/// (another build, e.g. with a feature taken out, to see that the test proving it fails).
+fn operator_bin() -> PathBuf {
+    std::env::var_os("GBO_E2E_OPERATOR_BIN")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_guestbook-operator")))
+}
+
 fn free_port() -> SocketAddr {
     let l = std::net::TcpListener::bind("127.0.0.1:0").expect("bind a free loopback port");
     l.local_addr().expect("local addr")
@@ -243,7 +258,7 @@ impl Operator {
         std::fs::create_dir_all(log.parent().expect("log dir")).expect("create log dir");
         let out = std::fs::File::create(&log).expect("create log file");
         let err = out.try_clone().expect("clone log file");
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_guestbook-operator"));
+        let mut cmd = Command::new(operator_bin());
         cmd.args([
             "run",
             "--namespace",
@@ -350,25 +365,17 @@ impl Drop for Operator {
     }
 }
 
-/// A plain HTTP/1.1 GET on loopback: (status, body).
+/// An HTTP GET on loopback: (status, body), or `None` when nothing answers within 5 s.
 pub async fn http_get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
-    let mut s = tokio::time::timeout(Duration::from_secs(2), tokio::net::TcpStream::connect(addr))
-        .await
-        .ok()?
+    let http = reqwest::Client::builder()
+        .no_proxy()
+        .connect_timeout(Duration::from_secs(2))
+        .timeout(Duration::from_secs(5))
+        .build()
         .ok()?;
-    let req = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
-    s.write_all(req.as_bytes()).await.ok()?;
-    let mut buf = Vec::new();
-    tokio::time::timeout(Duration::from_secs(5), s.read_to_end(&mut buf))
-        .await
-        .ok()?
-        .ok()?;
-    let text = String::from_utf8_lossy(&buf).to_string();
-    let status = text.split_whitespace().nth(1)?.parse().ok()?;
-    let body = text
-        .split_once("\r\n\r\n")
-        .map(|(_, b)| b.to_string())
-        .unwrap_or_default();
+    let resp = http.get(format!("http://{addr}{path}")).send().await.ok()?;
+    let status = resp.status().as_u16();
+    let body = resp.text().await.ok()?;
     Some((status, body))
 }
 
