@@ -24,6 +24,10 @@ pub enum Capability {
     ClusterDns,
     /// The API server's audit log of write requests (`GBO_AUDIT_LOG`).
     AuditLog,
+    /// A program on PATH (helm, kubectl, lua5.1, ...): `e2e/cluster build` installs them.
+    // Until the tests that shell out to such programs (helm, gitops, rbac) declare it.
+    #[allow(dead_code)]
+    Program(&'static str),
 }
 
 /// What the capabilities a test was granted hand it.
@@ -81,25 +85,33 @@ pub async fn require_part(part: &str, caps: &[Capability]) -> Option<Granted> {
 
 async fn check(caps: &[Capability]) -> Result<Granted, String> {
     let mut granted = Granted::default();
-    let mut missing = Vec::new();
+    let mut missing: Vec<String> = Vec::new();
     let var = |name: &str| std::env::var_os(name).map(PathBuf::from);
     for cap in caps {
         match cap {
             Capability::Runner => match var("GBO_PODRUNNER_STATE") {
                 Some(dir) => granted.runner_state = Some(dir),
-                None => missing
-                    .push("no pod runner behind this cluster (GBO_PODRUNNER_STATE is not set)"),
+                None => missing.push(
+                    "no pod runner behind this cluster (GBO_PODRUNNER_STATE is not set)".into(),
+                ),
             },
             Capability::AuditLog => match var("GBO_AUDIT_LOG") {
                 Some(path) => granted.audit_log = Some(path),
-                None => missing.push("this cluster keeps no audit log (GBO_AUDIT_LOG is not set)"),
+                None => missing
+                    .push("this cluster keeps no audit log (GBO_AUDIT_LOG is not set)".into()),
             },
+            Capability::Program(name) => {
+                if !on_path(name) {
+                    missing.push(format!("no {name} on PATH"));
+                }
+            }
             Capability::ClusterDns => {
                 let c = Client::try_default()
                     .await
                     .map_err(|e| format!("no client for the cluster in KUBECONFIG: {e}"))?;
                 if !cluster_dns(&c).await {
-                    missing.push("no cluster DNS (no kube-dns Service with a ready endpoint)");
+                    missing
+                        .push("no cluster DNS (no kube-dns Service with a ready endpoint)".into());
                 }
             }
         }
@@ -109,6 +121,16 @@ async fn check(caps: &[Capability]) -> Result<Granted, String> {
     } else {
         Err(missing.join("; "))
     }
+}
+
+/// Whether an executable file `name` is in one of PATH's directories.
+fn on_path(name: &str) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path).any(|dir| {
+        std::fs::metadata(dir.join(name))
+            .is_ok_and(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+    })
 }
 
 /// Whether the cluster serves `kube-dns` from at least one ready endpoint.
