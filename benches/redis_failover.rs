@@ -12,9 +12,17 @@
 #[path = "../tests/e2e/follow.rs"]
 #[allow(dead_code, unused_imports)]
 mod follow;
+#[path = "../tests/e2e/identity.rs"]
+#[allow(dead_code, unused_imports)]
+mod identity;
+#[path = "../tests/e2e/rbac.rs"]
+#[allow(dead_code, unused_imports)]
+mod rbac;
 #[path = "../tests/e2e/real.rs"]
 #[allow(dead_code)]
 mod real;
+// The suite's support: what it uses here is the operator as a child process, under the chart's
+// identity (rbac.rs, identity.rs), and the skip when no pod runner is there.
 #[path = "../tests/e2e/support.rs"]
 #[allow(dead_code, unused_imports)]
 mod support;
