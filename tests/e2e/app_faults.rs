@@ -54,7 +54,7 @@ fn cast_votes(
     tokio::spawn(async move {
         let mut i = 0u64;
         while !stop.load(std::sync::atomic::Ordering::SeqCst) {
-            let choice = if i % 2 == 0 { "a" } else { "b" };
+            let choice = if i.is_multiple_of(2) { "a" } else { "b" };
             i += 1;
             let outcome = apps_client::vote(&base, None, choice).await;
             {
@@ -194,7 +194,8 @@ async fn votes_keep_flowing_through_a_redis_and_a_postgres_failover() {
 
     // Settle: the app Ready again (the killed members back), the queue drained.
     wait_ready(&c, &ns.name, "VoteApp", "polls", Duration::from_secs(240)).await;
-    let load = load.lock().unwrap_or_else(|p| p.into_inner());
+    // The voter has stopped: the tally is final and no longer shared.
+    let load = std::mem::take(&mut *load.lock().unwrap_or_else(|p| p.into_inner()));
     let all: BTreeSet<String> = load.acked.iter().flatten().cloned().collect();
     let counted = wait_for(
         "the queue to drain into PostgreSQL",
