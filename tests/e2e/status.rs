@@ -2,7 +2,7 @@
 //! retrying hot, and writes nothing when nothing changed.
 
 use crate::audit;
-use crate::identity::Identity;
+use crate::identity::{Identity, Mode};
 use crate::support::{
     Capability, Operator, TestNamespace, apply_yaml, client, condition, install_crds, kstatus,
     repo, require_part, wait_for,
@@ -42,7 +42,7 @@ async fn every_example_converges_and_a_quiet_operator_writes_nothing() {
     let c = client().await;
     install_crds(&c).await;
     let ns = TestNamespace::new(&c, "status").await;
-    let me = Identity::new(&c, &ns.name, "gbo-operator", "cluster-admin").await;
+    let me = Identity::shared(&ns.name, Mode::ClusterWide);
     let audit_log = require_part("the write counts", &[Capability::AuditLog])
         .await
         .map(|g| g.audit_log());
