@@ -78,8 +78,8 @@ pub fn hold(container_dir: &Path) -> Option<std::time::Duration> {
         .filter(|d| !d.is_zero())
 }
 
-fn signal_pod(state: &Path, ns: &str, pod: &str, sig: i32) -> Result<()> {
-    for (_, pid) in main_pids(state, ns, pod, None)? {
+fn signal_pod(state: &Path, ns: &str, pod: &str, container: Option<&str>, sig: i32) -> Result<()> {
+    for (_, pid) in main_pids(state, ns, pod, container)? {
         for p in sandbox::container_pids(pid) {
             sandbox::signal(p, sig);
         }
@@ -89,11 +89,21 @@ fn signal_pod(state: &Path, ns: &str, pod: &str, sig: i32) -> Result<()> {
 
 /// Freezes every process of the pod: it neither answers nor acts, as if cut off.
 pub fn pause(state: &Path, ns: &str, pod: &str) -> Result<()> {
-    signal_pod(state, ns, pod, libc::SIGSTOP)
+    signal_pod(state, ns, pod, None, libc::SIGSTOP)
 }
 
 pub fn resume(state: &Path, ns: &str, pod: &str) -> Result<()> {
-    signal_pod(state, ns, pod, libc::SIGCONT)
+    signal_pod(state, ns, pod, None, libc::SIGCONT)
+}
+
+/// Freezes one container of the pod (SIGSTOP to its every process): it still counts as
+/// running and ready, it just does nothing, as a process stuck on a slow disk or peer would.
+pub fn pause_container(state: &Path, ns: &str, pod: &str, container: &str) -> Result<()> {
+    signal_pod(state, ns, pod, Some(container), libc::SIGSTOP)
+}
+
+pub fn resume_container(state: &Path, ns: &str, pod: &str, container: &str) -> Result<()> {
+    signal_pod(state, ns, pod, Some(container), libc::SIGCONT)
 }
 
 /// The container's output so far (`previous` for the run before the last restart).

@@ -11,6 +11,7 @@ pub mod exec;
 pub mod fault;
 pub mod images;
 pub mod ipam;
+pub mod lifecycle;
 pub mod net;
 pub mod objects;
 pub mod pod;

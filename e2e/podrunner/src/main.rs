@@ -31,7 +31,7 @@ enum Command {
         action: String,
         /// NAMESPACE/POD
         pod: String,
-        /// Only this container (kill only).
+        /// Only this container.
         #[arg(long)]
         container: Option<String>,
         /// Keep the killed container down this many seconds before the runner restarts it.
@@ -127,8 +127,14 @@ fn main() -> ExitCode {
                     container.as_deref(),
                     down_for.map(Duration::from_secs),
                 ),
-                "pause" => fault::pause(&cli.state_dir, ns, name),
-                _ => fault::resume(&cli.state_dir, ns, name),
+                "pause" => match container.as_deref() {
+                    Some(c) => fault::pause_container(&cli.state_dir, ns, name, c),
+                    None => fault::pause(&cli.state_dir, ns, name),
+                },
+                _ => match container.as_deref() {
+                    Some(c) => fault::resume_container(&cli.state_dir, ns, name, c),
+                    None => fault::resume(&cli.state_dir, ns, name),
+                },
             }
             .map_err(|e| e.to_string()),
         },

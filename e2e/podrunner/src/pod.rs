@@ -1,13 +1,15 @@
-//! One task per real pod, playing its kubelet: sandbox, volumes, init containers, containers
-//! with restarts and probes, status, and graceful termination.
+//! One task per real pod, playing its kubelet: sandbox, volumes, init containers and native
+//! sidecars, containers with restarts and probes, preStop hooks, status, and graceful
+//! termination in the kubelet's order (see `lifecycle`).
 
 use crate::error::{Error, Result, io};
 use crate::ipam::Ipam;
+use crate::lifecycle::{self, Action, Ending, Hook, InitView, Role, StopView};
 use crate::objects::Objects;
 use crate::settings::Settings;
 use crate::status::{Ctr, PodState, State, Terminated};
 use crate::volumes::{self, VolumeContext, Volumes};
-use crate::{env, etc, images, net, probes, sandbox};
+use crate::{env, etc, exec, images, net, probes, sandbox};
 use k8s_openapi::api::core::v1::{Container, Node, Pod, Probe};
 use kube::api::{DeleteParams, Patch, PatchParams, Preconditions};
 use kube::runtime::reflector::{ObjectRef, Store};
@@ -38,9 +40,13 @@ pub enum Update {
     Shutdown,
 }
 
+#[derive(Clone, Copy, Debug)]
 enum Stop {
+    /// Deleted with this grace period: hooks, order, then the object is removed.
     Delete(Duration),
+    /// The object is gone already: everything is killed at once.
     Gone,
+    /// The runner stops: every container gets a short SIGTERM, no hooks.
     Shutdown,
 }
 
@@ -88,13 +94,17 @@ impl Tracker {
 
 struct Running {
     spec: Container,
+    role: Role,
     status: Ctr,
     launcher: Option<u32>,
     main: Option<u32>,
+    /// The container's own command runs (its first process is past the runner's setup
+    /// script): what a runtime's "started" means, and all a sidecar without a startup probe
+    /// waits for before the next container starts.
+    execd: bool,
     started: Option<Instant>,
     next_start: Option<Instant>,
     backoff: Duration,
-    kill_at: Option<Instant>,
     readiness: Tracker,
     liveness: Tracker,
     startup: Tracker,
@@ -103,10 +113,19 @@ struct Running {
     /// An image the runner does not know (a metrics sidecar, say): reported running and
     /// ready without a process, as kwok reports simulated pods.
     simulated: bool,
+    /// Being stopped: its preStop hook, SIGTERM, SIGKILL (see `lifecycle`).
+    ending: Option<Ending>,
+}
+
+impl Running {
+    /// Whether it has a process (or, simulated, is shown running).
+    fn alive(&self) -> bool {
+        self.launcher.is_some()
+            || (self.simulated && matches!(self.status.state, State::Running { .. }))
+    }
 }
 
 struct Exit {
-    init: bool,
     idx: usize,
     run: u64,
     code: i32,
@@ -117,6 +136,20 @@ struct ProbeResult {
     kind: Kind,
     run: u64,
     ok: bool,
+}
+
+struct HookDone {
+    idx: usize,
+    run: u64,
+    outcome: std::result::Result<String, String>,
+}
+
+/// Where the pod task sends what its helpers report.
+#[derive(Clone)]
+struct Senders {
+    exits: mpsc::UnboundedSender<Exit>,
+    probes: mpsc::UnboundedSender<ProbeResult>,
+    hooks: mpsc::UnboundedSender<HookDone>,
 }
 
 pub struct PodTask {
@@ -132,10 +165,18 @@ pub struct PodTask {
     volumes: Volumes,
     tokens: BTreeMap<String, (String, jiff::Timestamp)>,
     state: PodState,
-    init: Vec<Running>,
-    main: Vec<Running>,
+    /// The init containers in spec order, then the main containers.
+    ctrs: Vec<Running>,
+    n_init: usize,
+    /// The first init container not yet done (`lifecycle::init_cursor`).
+    cursor: usize,
     last_status: Option<serde_json::Value>,
     restart_policy: String,
+    /// Set once the pod is being stopped.
+    stopping: Option<Stop>,
+    /// The pod's containers are done (all main containers, or a failed init container): the
+    /// sidecars are being stopped, the pod stays.
+    completing: bool,
 }
 
 fn now() -> jiff::Timestamp {
@@ -148,27 +189,42 @@ impl PodTask {
         let (netns, veth) = net::names(&uid);
         let dir = shared.settings.pods_dir().join(&uid);
         let spec = pod.spec.clone().unwrap_or_default();
-        let make = |cs: &[Container]| -> Vec<Running> {
-            cs.iter()
-                .map(|c| Running {
-                    status: Ctr::new(&c.name, c.image.as_deref().unwrap_or_default()),
-                    readiness: Tracker::new(c.readiness_probe.clone()),
-                    liveness: Tracker::new(c.liveness_probe.clone()),
-                    startup: Tracker::new(c.startup_probe.clone()),
-                    spec: c.clone(),
-                    launcher: None,
-                    main: None,
-                    started: None,
-                    next_start: Some(Instant::now()),
-                    backoff: Duration::ZERO,
-                    kill_at: None,
-                    finished: false,
-                    simulated: !shared
-                        .settings
-                        .is_real(c.image.as_deref().unwrap_or_default()),
-                })
-                .collect()
+        let inits = spec.init_containers.clone().unwrap_or_default();
+        let n_init = inits.len();
+        let make = |c: &Container, role: Role| -> Running {
+            let mut status = Ctr::new(&c.name, c.image.as_deref().unwrap_or_default());
+            status.sidecar = role == Role::Sidecar;
+            if role == Role::Main && n_init > 0 {
+                status.state = State::Waiting {
+                    reason: "PodInitializing".into(),
+                    message: None,
+                };
+            }
+            Running {
+                status,
+                role,
+                readiness: Tracker::new(c.readiness_probe.clone()),
+                liveness: Tracker::new(c.liveness_probe.clone()),
+                startup: Tracker::new(c.startup_probe.clone()),
+                spec: c.clone(),
+                launcher: None,
+                main: None,
+                execd: false,
+                started: None,
+                next_start: Some(Instant::now()),
+                backoff: Duration::ZERO,
+                finished: false,
+                simulated: !shared
+                    .settings
+                    .is_real(c.image.as_deref().unwrap_or_default()),
+                ending: None,
+            }
         };
+        let ctrs: Vec<Running> = inits
+            .iter()
+            .map(|c| make(c, Role::of_init(c)))
+            .chain(spec.containers.iter().map(|c| make(c, Role::Main)))
+            .collect();
         let state = PodState {
             phase: "Pending".into(),
             start_time: Some(now()),
@@ -177,8 +233,9 @@ impl PodTask {
         Self {
             ns: pod.metadata.namespace.clone().unwrap_or_default(),
             name: pod.metadata.name.clone().unwrap_or_default(),
-            init: make(spec.init_containers.as_deref().unwrap_or_default()),
-            main: make(&spec.containers),
+            ctrs,
+            n_init,
+            cursor: 0,
             restart_policy: spec
                 .restart_policy
                 .clone()
@@ -194,6 +251,8 @@ impl PodTask {
             tokens: BTreeMap::new(),
             state,
             last_status: None,
+            stopping: None,
+            completing: false,
         }
     }
 
@@ -207,8 +266,14 @@ impl PodTask {
 
     /// Writes status if it changed since the last write.
     async fn report(&mut self) {
-        self.state.init = self.init.iter().map(|c| c.status.clone()).collect();
-        self.state.main = self.main.iter().map(|c| c.status.clone()).collect();
+        self.state.init = self.ctrs[..self.n_init]
+            .iter()
+            .map(|c| c.status.clone())
+            .collect();
+        self.state.main = self.ctrs[self.n_init..]
+            .iter()
+            .map(|c| c.status.clone())
+            .collect();
         let scheduled = self
             .pod
             .status
@@ -391,27 +456,19 @@ impl PodTask {
         })
     }
 
-    fn start(&mut self, init: bool, idx: usize, exits: &mpsc::UnboundedSender<Exit>) {
-        let spec = if init {
-            self.init[idx].spec.clone()
-        } else {
-            self.main[idx].spec.clone()
-        };
-        let c = if init {
-            &mut self.init[idx]
-        } else {
-            &mut self.main[idx]
-        };
-        if c.simulated {
+    fn start(&mut self, idx: usize, tx: &Senders) {
+        let spec = self.ctrs[idx].spec.clone();
+        let role = self.ctrs[idx].role;
+        if self.ctrs[idx].simulated {
+            let c = &mut self.ctrs[idx];
             c.next_start = None;
             c.status.run += 1;
             c.status.state = State::Running { started_at: now() };
             c.status.started = true;
             c.status.ready = true;
-            if init {
+            if role == Role::Init {
                 // A simulated init container succeeds at once.
-                let _ = exits.send(Exit {
-                    init,
+                let _ = tx.exits.send(Exit {
                     idx,
                     run: c.status.run,
                     code: 0,
@@ -420,11 +477,7 @@ impl PodTask {
             return;
         }
         let launch = self.launch(&spec);
-        let c = if init {
-            &mut self.init[idx]
-        } else {
-            &mut self.main[idx]
-        };
+        let c = &mut self.ctrs[idx];
         c.next_start = None;
         let launch = match launch {
             Ok(l) => l,
@@ -451,30 +504,26 @@ impl PodTask {
                 let run = c.status.run;
                 c.launcher = child.id();
                 c.main = None;
+                c.execd = false;
                 c.started = Some(Instant::now());
-                c.kill_at = None;
+                c.ending = None;
                 c.status.state = State::Running { started_at: now() };
                 c.status.ready = false;
-                c.status.started = c.startup.probe.is_none();
+                c.status.started = false;
                 let started = Instant::now();
                 c.readiness.reset(started);
                 c.liveness.reset(started);
                 c.startup.reset(started);
-                let tx = exits.clone();
+                let exits = tx.exits.clone();
                 let log = launch.dir.join("log");
                 tokio::spawn(async move {
                     let code = match child.wait().await {
                         Ok(s) => sandbox::exit_code(&s, &log),
                         Err(_) => 255,
                     };
-                    let _ = tx.send(Exit {
-                        init,
-                        idx,
-                        run,
-                        code,
-                    });
+                    let _ = exits.send(Exit { idx, run, code });
                 });
-                tracing::info!(pod = %self.name, ns = %self.ns, container = %spec.name, run, "container started");
+                tracing::info!(pod = %self.name, ns = %self.ns, container = %spec.name, ?role, run, "container started");
             }
             Err(e) => {
                 c.status.state = State::Waiting {
@@ -486,10 +535,12 @@ impl PodTask {
         }
     }
 
-    /// Records the PID of each container's main process once it exists (for probes and faults).
+    /// Records the PID of each container's main process once it exists (for probes and faults),
+    /// and when it has become the container's own command. A container without a startup
+    /// probe counts as started then.
     fn discover_pids(&mut self) {
         let dir = self.dir.join("containers");
-        for c in self.init.iter_mut().chain(self.main.iter_mut()) {
+        for c in self.ctrs.iter_mut() {
             if c.main.is_none()
                 && let Some(l) = c.launcher
                 && let Some(pid) = sandbox::main_pid(l)
@@ -497,18 +548,30 @@ impl PodTask {
                 c.main = Some(pid);
                 let _ = sandbox::write_pid(&dir.join(&c.spec.name).join("pid"), pid);
             }
+            if !c.execd
+                && let Some(pid) = c.main
+            {
+                let script = dir.join(&c.spec.name).join(sandbox::INIT_SCRIPT);
+                c.execd = sandbox::past_setup(pid, &script);
+            }
+            if c.execd
+                && c.startup.probe.is_none()
+                && !c.status.started
+                && c.ending.is_none()
+                && matches!(c.status.state, State::Running { .. })
+            {
+                c.status.started = true;
+            }
         }
     }
 
     fn on_exit(&mut self, e: Exit) {
         let policy = self.restart_policy.clone();
         let settings = self.shared.settings.clone();
-        let list = if e.init {
-            &mut self.init
-        } else {
-            &mut self.main
+        let stopping = self.stopping.is_some();
+        let Some(c) = self.ctrs.get_mut(e.idx) else {
+            return;
         };
-        let Some(c) = list.get_mut(e.idx) else { return };
         if c.status.run != e.run {
             return;
         }
@@ -518,11 +581,15 @@ impl PodTask {
         };
         let fallback =
             c.spec.termination_message_policy.as_deref() == Some("FallbackToLogsOnError");
-        let message = sandbox::termination_message(
-            &self.dir.join("containers").join(&c.spec.name),
-            fallback,
-            e.code,
-        );
+        let message = if c.simulated {
+            None
+        } else {
+            sandbox::termination_message(
+                &self.dir.join("containers").join(&c.spec.name),
+                fallback,
+                e.code,
+            )
+        };
         let t = Terminated {
             exit_code: e.code,
             reason: if e.code == 0 { "Completed" } else { "Error" }.into(),
@@ -534,13 +601,20 @@ impl PodTask {
         let _ = std::fs::remove_file(self.dir.join("containers").join(&c.spec.name).join("pid"));
         c.launcher = None;
         c.main = None;
-        c.kill_at = None;
+        c.ending = None;
         c.status.ready = false;
+        c.status.started = false;
         let restart = !c.finished
-            && match policy.as_str() {
-                "Never" => false,
-                "OnFailure" => e.code != 0,
-                _ => !e.init || e.code != 0,
+            && !stopping
+            && match c.role {
+                // A sidecar is restarted whatever the pod's policy and its exit code.
+                Role::Sidecar => true,
+                Role::Init => e.code != 0 && policy != "Never",
+                Role::Main => match policy.as_str() {
+                    "Never" => false,
+                    "OnFailure" => e.code != 0,
+                    _ => true,
+                },
             };
         if restart {
             // A run that lasted 10 minutes resets the back-off, as a kubelet does.
@@ -565,6 +639,8 @@ impl PodTask {
                 )),
             };
         } else {
+            // A regular init container that succeeded stays ready (the kubelet's rule).
+            c.status.ready = c.role == Role::Init && e.code == 0;
             c.status.state = State::Terminated(t);
             c.finished = true;
         }
@@ -572,10 +648,10 @@ impl PodTask {
 
     fn on_probe(&mut self, r: ProbeResult) {
         let grace = self.grace();
-        let Some(c) = self.main.get_mut(r.idx) else {
+        let Some(c) = self.ctrs.get_mut(r.idx) else {
             return;
         };
-        if c.status.run != r.run {
+        if c.status.run != r.run || c.ending.is_some() {
             return;
         }
         let tracker = match r.kind {
@@ -613,12 +689,22 @@ impl PodTask {
             }
             Kind::Liveness => {}
         }
-        if failed_hard && r.kind != Kind::Readiness && c.kill_at.is_none() {
+        if failed_hard && r.kind != Kind::Readiness {
             tracing::info!(pod = %self.name, container = %c.spec.name, probe = ?r.kind, "probe failed, restarting container");
-            if let Some(pid) = c.main {
-                sandbox::signal(pid, libc::SIGTERM);
-            }
-            c.kill_at = Some(Instant::now() + grace);
+            // As the kubelet kills it: its preStop hook, then SIGTERM, SIGKILL after the
+            // grace period; restarted per policy when it has exited.
+            let hook = c
+                .spec
+                .lifecycle
+                .as_ref()
+                .is_some_and(|l| l.pre_stop.is_some());
+            c.ending = Some(Ending::new(
+                Instant::now(),
+                grace,
+                false,
+                hook,
+                lifecycle::MIN_TERM,
+            ));
         }
     }
 
@@ -632,49 +718,98 @@ impl PodTask {
         Duration::from_secs(u64::try_from(s).unwrap_or(30))
     }
 
-    fn on_tick(
-        &mut self,
-        exits: &mpsc::UnboundedSender<Exit>,
-        results: &mpsc::UnboundedSender<ProbeResult>,
-    ) {
-        self.discover_pids();
-        let now_i = Instant::now();
-        for idx in 0..self.main.len() {
-            if self.main[idx].next_start.is_some_and(|t| t <= now_i) && !self.main[idx].finished {
-                self.start(false, idx, exits);
+    /// Starts what the init order allows: init containers one after the other (sidecars
+    /// counted once started), then the main containers; restarts what is due.
+    fn start_due(&mut self, tx: &Senders) {
+        // Each pass may count a sidecar started at once (no startup probe), which lets the
+        // next container start in the same tick.
+        for _ in 0..=self.ctrs.len() {
+            let views: Vec<InitView> = self.ctrs[..self.n_init]
+                .iter()
+                .map(|c| InitView {
+                    role: c.role,
+                    done: match c.role {
+                        Role::Sidecar => c.status.started && c.alive(),
+                        _ => matches!(&c.status.state, State::Terminated(t) if t.exit_code == 0),
+                    },
+                })
+                .collect();
+            self.cursor = lifecycle::init_cursor(&views, self.cursor);
+            if self.cursor >= self.n_init && !self.state.initialized {
+                self.state.initialized = true;
+                tracing::info!(pod = %self.name, ns = %self.ns, "initialized");
+            }
+            let now_i = Instant::now();
+            let due: Vec<usize> = (0..self.ctrs.len())
+                .filter(|&i| {
+                    let c = &self.ctrs[i];
+                    !c.finished
+                        && c.launcher.is_none()
+                        && c.next_start.is_some_and(|t| t <= now_i)
+                        && lifecycle::may_start(c.role, i, self.cursor, self.n_init)
+                })
+                .collect();
+            if due.is_empty() {
+                break;
+            }
+            for i in due {
+                self.start(i, tx);
             }
         }
+    }
+
+    fn run_probes(&mut self, tx: &Senders) {
         let ip = self.ip.unwrap_or(Ipv4Addr::UNSPECIFIED);
-        for idx in 0..self.main.len() {
-            let env = self.env_of(&self.main[idx].spec).unwrap_or_default();
-            let (uid, gid, _) = self.identity(&self.main[idx].spec);
-            let c = &mut self.main[idx];
-            if let Some(at) = c.kill_at
-                && at <= now_i
-                && let Some(pid) = c.main
-            {
-                for p in sandbox::container_pids(pid) {
-                    sandbox::signal(p, libc::SIGKILL);
-                }
-            }
-            if !matches!(c.status.state, State::Running { .. })
-                || c.kill_at.is_some()
-                || c.simulated
+        let now_i = Instant::now();
+        for idx in 0..self.ctrs.len() {
+            let c = &self.ctrs[idx];
+            if !matches!(c.status.state, State::Running { .. }) || c.ending.is_some() || c.simulated
             {
                 continue;
             }
-            if c.startup.probe.is_none() && !c.status.started {
+            let kinds: &[Kind] = if c.status.started {
+                &[Kind::Readiness, Kind::Liveness]
+            } else if c.startup.probe.is_some() {
+                &[Kind::Startup]
+            } else {
+                // Started once its command runs (`discover_pids`).
+                &[]
+            };
+            let due: Vec<Kind> = kinds
+                .iter()
+                .copied()
+                .filter(|k| {
+                    let t = match k {
+                        Kind::Readiness => &c.readiness,
+                        Kind::Liveness => &c.liveness,
+                        Kind::Startup => &c.startup,
+                    };
+                    t.probe.is_some() && !t.in_flight && t.next <= now_i
+                })
+                .collect();
+            let needs_exec = due.iter().any(|k| {
+                let t = match k {
+                    Kind::Readiness => &c.readiness,
+                    Kind::Liveness => &c.liveness,
+                    Kind::Startup => &c.startup,
+                };
+                t.probe.as_ref().is_some_and(|p| p.exec.is_some())
+            });
+            // The environment only when an exec probe needs it (it is resolved each time).
+            let env = if needs_exec {
+                self.env_of(&c.spec).unwrap_or_default()
+            } else {
+                Vec::new()
+            };
+            let (uid, gid, _) = self.identity(&c.spec);
+            let c = &mut self.ctrs[idx];
+            if c.startup.probe.is_none() && !c.status.started && c.execd {
                 c.status.started = true;
             }
             if c.readiness.probe.is_none() && c.status.started && !c.status.ready {
                 c.status.ready = true;
             }
-            let kinds: &[Kind] = if c.status.started {
-                &[Kind::Readiness, Kind::Liveness]
-            } else {
-                &[Kind::Startup]
-            };
-            for kind in kinds {
+            for kind in due {
                 let tracker = match kind {
                     Kind::Readiness => &mut c.readiness,
                     Kind::Liveness => &mut c.liveness,
@@ -683,9 +818,6 @@ impl PodTask {
                 let Some(probe) = tracker.probe.clone() else {
                     continue;
                 };
-                if tracker.in_flight || tracker.next > now_i {
-                    continue;
-                }
                 if probe.exec.is_some() && c.main.is_none() {
                     continue;
                 }
@@ -696,24 +828,215 @@ impl PodTask {
                     gid,
                     env: env.clone(),
                 });
-                let (spec, run, kind, tx) = (c.spec.clone(), c.status.run, *kind, results.clone());
+                let (spec, run, tx) = (c.spec.clone(), c.status.run, tx.probes.clone());
                 tokio::spawn(async move {
                     let ok = probes::run(&probe, &spec, ip, exec).await;
                     let _ = tx.send(ProbeResult { idx, kind, run, ok });
                 });
             }
         }
+    }
+
+    fn on_tick(&mut self, tx: &Senders) {
+        self.discover_pids();
+        if self.stopping.is_none() && !self.completing {
+            self.start_due(tx);
+            self.run_probes(tx);
+            self.complete_if_done();
+        }
+        self.advance_endings(tx);
         self.update_phase();
     }
 
+    /// Stops `idxs` (those alive) as part of the pod's end: hooks, then SIGTERM in order.
+    fn end(&mut self, idxs: &[usize], grace: Duration, hooks: bool, ordered: bool, min: Duration) {
+        let now_i = Instant::now();
+        for &i in idxs {
+            let c = &mut self.ctrs[i];
+            c.finished = true;
+            c.next_start = None;
+            if !c.alive() {
+                continue;
+            }
+            let deadline = now_i + grace;
+            match &mut c.ending {
+                // Already ending (a failed probe, or an earlier, longer deletion): the sooner
+                // deadline wins, as a shorter grace period does in the kubelet.
+                Some(e) => {
+                    e.deadline = e.deadline.min(deadline);
+                    e.ordered |= ordered;
+                    e.min_term = e.min_term.min(min);
+                }
+                None => {
+                    let hook = hooks
+                        && !c.simulated
+                        && c.spec
+                            .lifecycle
+                            .as_ref()
+                            .is_some_and(|l| l.pre_stop.is_some());
+                    c.ending = Some(Ending::new(now_i, grace, ordered, hook, min));
+                }
+            }
+        }
+    }
+
+    /// Once every main container has ended for good (restart policy Never or OnFailure), or a
+    /// regular init container failed for good, the sidecars are stopped as at a deletion.
+    fn complete_if_done(&mut self) {
+        let init_failed = self.ctrs[..self.n_init].iter().any(|c| {
+            c.role == Role::Init
+                && c.finished
+                && matches!(&c.status.state, State::Terminated(t) if t.exit_code != 0)
+        });
+        let mains_done = self.state.initialized
+            && self.ctrs.len() > self.n_init
+            && self.ctrs[self.n_init..].iter().all(|c| c.finished);
+        if !(init_failed || mains_done) {
+            return;
+        }
+        self.completing = true;
+        let all: Vec<usize> = (0..self.ctrs.len()).collect();
+        let grace = self.grace();
+        self.end(&all, grace, true, true, lifecycle::MIN_TERM);
+    }
+
+    /// Moves every ending container on: hooks started, SIGTERM in turn, SIGKILL when due.
+    fn advance_endings(&mut self, tx: &Senders) {
+        if self.ctrs.iter().all(|c| c.ending.is_none()) {
+            return;
+        }
+        self.discover_pids();
+        let now_i = Instant::now();
+        let views: Vec<StopView> = self
+            .ctrs
+            .iter()
+            .map(|c| StopView {
+                role: c.role,
+                alive: c.alive(),
+                ending: c.ending,
+            })
+            .collect();
+        for action in lifecycle::stop_actions(&views, now_i) {
+            match action {
+                Action::Hook(i) => self.start_hook(i, tx),
+                Action::Term(i) => {
+                    let c = &mut self.ctrs[i];
+                    if let Some(e) = c.ending.as_mut() {
+                        e.term_at = Some(now_i);
+                    }
+                    tracing::info!(pod = %self.name, ns = %self.ns, container = %c.spec.name, "SIGTERM");
+                    if c.simulated {
+                        let _ = tx.exits.send(Exit {
+                            idx: i,
+                            run: c.status.run,
+                            code: 0,
+                        });
+                    } else if let Some(pid) = c.main {
+                        sandbox::signal(pid, libc::SIGTERM);
+                    }
+                }
+                Action::Kill(i) => {
+                    let c = &mut self.ctrs[i];
+                    if let Some(e) = c.ending.as_mut() {
+                        e.killed = true;
+                    }
+                    tracing::info!(pod = %self.name, ns = %self.ns, container = %c.spec.name, "SIGKILL");
+                    // The container's whole PID namespace; the launcher too, should the
+                    // container's first process not be known yet.
+                    if let Some(pid) = c.main {
+                        for p in sandbox::container_pids(pid) {
+                            sandbox::signal(p, libc::SIGKILL);
+                        }
+                        sandbox::signal(pid, libc::SIGKILL);
+                    }
+                    if let Some(pid) = c.launcher {
+                        sandbox::signal(pid, libc::SIGKILL);
+                    }
+                }
+            }
+        }
+    }
+
+    /// Runs container `i`'s preStop hook in the background, within what is left of its
+    /// grace period; `HookDone` reports the end.
+    fn start_hook(&mut self, i: usize, tx: &Senders) {
+        let spec = self.ctrs[i].spec.clone();
+        let Some(handler) = spec.lifecycle.as_ref().and_then(|l| l.pre_stop.clone()) else {
+            if let Some(e) = self.ctrs[i].ending.as_mut() {
+                e.hook = Hook::Done;
+            }
+            return;
+        };
+        let env = if handler.exec.is_some() {
+            self.env_of(&spec).unwrap_or_default()
+        } else {
+            Vec::new()
+        };
+        let (uid, gid, groups) = self.identity(&spec);
+        let c = &mut self.ctrs[i];
+        let Some(e) = c.ending.as_mut() else { return };
+        e.hook = Hook::Running;
+        let limit = e.deadline.saturating_duration_since(Instant::now());
+        let target = lifecycle::HookTarget {
+            exec: c.main.map(|pid| exec::Target {
+                pid,
+                uid,
+                gid,
+                groups,
+                env,
+            }),
+            pod_ip: self.ip.unwrap_or(Ipv4Addr::UNSPECIFIED),
+        };
+        let (run, hooks) = (c.status.run, tx.hooks.clone());
+        tracing::info!(pod = %self.name, ns = %self.ns, container = %spec.name, "running the preStop hook");
+        tokio::spawn(async move {
+            let outcome = lifecycle::run_hook(&handler, &spec, target, limit).await;
+            let _ = hooks.send(HookDone {
+                idx: i,
+                run,
+                outcome,
+            });
+        });
+    }
+
+    fn on_hook(&mut self, h: HookDone) {
+        let Some(c) = self.ctrs.get_mut(h.idx) else {
+            return;
+        };
+        if c.status.run != h.run {
+            return;
+        }
+        match &h.outcome {
+            Ok(out) => {
+                tracing::info!(pod = %self.name, ns = %self.ns, container = %c.spec.name, output = %out, "preStop hook completed")
+            }
+            Err(e) => {
+                tracing::warn!(pod = %self.name, ns = %self.ns, container = %c.spec.name, error = %e, "preStop hook failed")
+            }
+        }
+        if let Some(e) = c.ending.as_mut() {
+            e.hook = Hook::Done;
+        }
+    }
+
     fn update_phase(&mut self) {
+        let init_failed = self.ctrs[..self.n_init].iter().any(|c| {
+            c.role == Role::Init
+                && c.finished
+                && matches!(&c.status.state, State::Terminated(t) if t.exit_code != 0)
+        });
+        if init_failed && self.stopping.is_none() {
+            self.state.phase = "Failed".into();
+            return;
+        }
         if !self.state.initialized {
             return;
         }
-        let all_done = self.main.iter().all(|c| c.finished);
-        self.state.phase = if all_done {
-            let ok = self
-                .main
+        let mains = &self.ctrs[self.n_init..];
+        // The phase follows the main containers alone; sidecars do not count.
+        let all_done = mains.iter().all(|c| c.finished && !c.alive());
+        self.state.phase = if all_done && self.stopping.is_none() {
+            let ok = mains
                 .iter()
                 .all(|c| matches!(&c.status.state, State::Terminated(t) if t.exit_code == 0));
             if ok { "Succeeded" } else { "Failed" }.into()
@@ -739,6 +1062,26 @@ impl PodTask {
         }
     }
 
+    /// The pod is to stop: every container ends (see `lifecycle`), restarts cease.
+    fn begin_stop(&mut self, stop: Stop, tx: &Senders) {
+        let first = self.stopping.is_none();
+        // A later, harsher request wins (Gone or Shutdown after a deletion).
+        match (self.stopping, stop) {
+            (Some(Stop::Gone), _) | (Some(Stop::Shutdown), Stop::Delete(_)) => {}
+            _ => self.stopping = Some(stop),
+        }
+        let all: Vec<usize> = (0..self.ctrs.len()).collect();
+        match stop {
+            Stop::Delete(grace) => self.end(&all, grace, true, true, lifecycle::MIN_TERM),
+            Stop::Gone => self.end(&all, Duration::ZERO, false, false, Duration::ZERO),
+            Stop::Shutdown => self.end(&all, Duration::from_secs(3), false, false, Duration::ZERO),
+        }
+        if first {
+            tracing::info!(pod = %self.name, ns = %self.ns, ?stop, "stopping");
+        }
+        self.advance_endings(tx);
+    }
+
     async fn refresh_volumes(&mut self) {
         if !self.state.sandbox_ready {
             return;
@@ -755,60 +1098,9 @@ impl PodTask {
         }
     }
 
-    /// SIGTERM to every running container, SIGKILL after `grace`, then wait for them to exit.
-    async fn stop_containers(
-        &mut self,
-        grace: Duration,
-        exits: &mut mpsc::UnboundedReceiver<Exit>,
-    ) {
-        self.discover_pids();
-        for c in self.init.iter_mut().chain(self.main.iter_mut()) {
-            c.finished = true;
-            if let Some(pid) = c.main {
-                sandbox::signal(pid, libc::SIGTERM);
-            }
-        }
-        let running = |t: &PodTask| {
-            t.init
-                .iter()
-                .chain(t.main.iter())
-                .any(|c| c.launcher.is_some())
-        };
-        let deadline = Instant::now() + grace;
-        let mut killed = false;
-        while running(self) {
-            let until = if killed {
-                Instant::now() + Duration::from_secs(5)
-            } else {
-                deadline
-            };
-            match tokio::time::timeout_at(until.into(), exits.recv()).await {
-                Ok(Some(e)) => self.on_exit(e),
-                Ok(None) => break,
-                Err(_) if killed => break,
-                Err(_) => {
-                    self.discover_pids();
-                    for c in self.init.iter().chain(self.main.iter()) {
-                        if let Some(pid) = c.main.or(c.launcher) {
-                            for p in sandbox::container_pids(pid) {
-                                sandbox::signal(p, libc::SIGKILL);
-                            }
-                            sandbox::signal(pid, libc::SIGKILL);
-                        }
-                    }
-                    killed = true;
-                }
-            }
-        }
-    }
-
-    async fn teardown(&mut self, stop: Stop, exits: &mut mpsc::UnboundedReceiver<Exit>) {
-        let grace = match &stop {
-            Stop::Delete(g) => *g,
-            Stop::Gone => Duration::ZERO,
-            Stop::Shutdown => Duration::from_secs(3),
-        };
-        self.stop_containers(grace, exits).await;
+    /// After every container has stopped: the sandbox, the address, the pod's state, and for a
+    /// deletion the object itself.
+    async fn teardown(&mut self, stop: Stop) {
         if self.state.sandbox_ready {
             let _ = net::delete(&self.netns).await;
             if let (Some(set), Some(ip)) = (&self.shared.settings.hairpin_set, self.ip) {
@@ -868,6 +1160,12 @@ impl PodTask {
     pub async fn run(mut self, mut rx: watch::Receiver<Update>) {
         let (exit_tx, mut exit_rx) = mpsc::unbounded_channel::<Exit>();
         let (probe_tx, mut probe_rx) = mpsc::unbounded_channel::<ProbeResult>();
+        let (hook_tx, mut hook_rx) = mpsc::unbounded_channel::<HookDone>();
+        let tx = Senders {
+            exits: exit_tx,
+            probes: probe_tx,
+            hooks: hook_tx,
+        };
         if let Err(e) = self.write_index() {
             tracing::warn!(error = %e, "cannot write the pod index");
         }
@@ -876,7 +1174,7 @@ impl PodTask {
             let stop = self
                 .on_update(Update::Pod(self.pod.clone()))
                 .unwrap_or(Stop::Gone);
-            return self.teardown(stop, &mut exit_rx).await;
+            return self.teardown(stop).await;
         }
         // Sandbox and volumes: retried until they work, like ContainerCreating.
         loop {
@@ -884,7 +1182,7 @@ impl PodTask {
                 Ok(()) => break,
                 Err(e) => {
                     let msg = e.to_string();
-                    for c in self.init.iter_mut().chain(self.main.iter_mut()) {
+                    for c in self.ctrs.iter_mut() {
                         c.status.state = State::Waiting {
                             reason: "ContainerCreating".into(),
                             message: Some(msg.clone()),
@@ -894,71 +1192,64 @@ impl PodTask {
                 }
             }
             if let Some(stop) = self.pause(Duration::from_secs(2), &mut rx).await {
-                return self.teardown(stop, &mut exit_rx).await;
+                return self.teardown(stop).await;
             }
         }
         self.report().await;
-        // Init containers, one after the other.
-        for idx in 0..self.init.len() {
-            loop {
-                if self.init[idx]
-                    .next_start
-                    .is_some_and(|t| t <= Instant::now())
-                {
-                    self.start(true, idx, &exit_tx);
-                    self.report().await;
-                }
-                let event = tokio::select! {
-                    Some(e) = exit_rx.recv() => Some(Ok(e)),
-                    r = rx.changed() => Some(Err(r.ok().map(|_| rx.borrow_and_update().clone()))),
-                    _ = tokio::time::sleep(Duration::from_millis(500)) => None,
-                };
-                match event {
-                    Some(Ok(e)) => {
-                        self.on_exit(e);
-                        self.report().await;
-                    }
-                    Some(Err(update)) => {
-                        if let Some(stop) = self.on_update(update.unwrap_or(Update::Shutdown)) {
-                            return self.teardown(stop, &mut exit_rx).await;
-                        }
-                    }
-                    None => self.discover_pids(),
-                }
-                let c = &self.init[idx];
-                if matches!(&c.status.state, State::Terminated(t) if t.exit_code == 0) {
-                    break;
-                }
-                if c.finished {
-                    self.state.phase = "Failed".into();
-                    self.report().await;
-                    // Nothing more runs; wait for the pod to be deleted.
-                    loop {
-                        if let Some(stop) = self.pause(Duration::from_secs(3600), &mut rx).await {
-                            return self.teardown(stop, &mut exit_rx).await;
-                        }
-                    }
-                }
-            }
+        if self.n_init == 0 {
+            self.state.initialized = true;
         }
-        self.state.initialized = true;
+        self.on_tick(&tx);
+        self.report().await;
         let mut tick = tokio::time::interval(Duration::from_millis(250));
         let mut refresh = tokio::time::interval(Duration::from_secs(2));
+        // When everything was sent SIGKILL and some exit is still not seen (a process stuck in
+        // the kernel), give up waiting after this long.
+        let mut gave_up_at: Option<Instant> = None;
         let stop = loop {
             tokio::select! {
                 Some(e) = exit_rx.recv() => self.on_exit(e),
                 Some(r) = probe_rx.recv() => self.on_probe(r),
-                _ = tick.tick() => self.on_tick(&exit_tx, &probe_tx),
+                Some(h) = hook_rx.recv() => self.on_hook(h),
+                _ = tick.tick() => self.on_tick(&tx),
                 _ = refresh.tick() => self.refresh_volumes().await,
-                r = rx.changed() => {
-                    if r.is_err() { break Stop::Shutdown; }
-                    let u = rx.borrow_and_update().clone();
-                    if let Some(stop) = self.on_update(u) { break stop; }
+                r = rx.changed(), if !matches!(self.stopping, Some(Stop::Gone | Stop::Shutdown)) => {
+                    let u = if r.is_err() {
+                        Update::Shutdown
+                    } else {
+                        rx.borrow_and_update().clone()
+                    };
+                    if let Some(stop) = self.on_update(u) {
+                        self.begin_stop(stop, &tx);
+                    }
                 }
+            }
+            // Every event may let the next container start or stop (a sidecar's turn comes
+            // the moment the container it waits for has exited).
+            if self.stopping.is_some() || self.completing {
+                self.advance_endings(&tx);
             }
             self.update_phase();
             self.report().await;
+            if let Some(stop) = self.stopping {
+                if !self.ctrs.iter().any(Running::alive) {
+                    break stop;
+                }
+                let all_killed = self
+                    .ctrs
+                    .iter()
+                    .filter(|c| c.alive())
+                    .all(|c| c.ending.is_some_and(|e| e.killed));
+                if all_killed {
+                    let at =
+                        *gave_up_at.get_or_insert_with(|| Instant::now() + Duration::from_secs(5));
+                    if Instant::now() >= at {
+                        tracing::warn!(pod = %self.name, ns = %self.ns, "containers did not exit after SIGKILL");
+                        break stop;
+                    }
+                }
+            }
         };
-        self.teardown(stop, &mut exit_rx).await;
+        self.teardown(stop).await;
     }
 }

@@ -107,22 +107,35 @@ pub async fn run(p: &Probe, c: &Container, ip: Ipv4Addr, exec: Option<ExecTarget
 }
 
 async fn http_ok(ip: Ipv4Addr, port: u16, path: &str) -> bool {
-    let Ok(mut s) = tokio::net::TcpStream::connect((ip, port)).await else {
-        return false;
-    };
+    http_status(ip, port, path, "kube-probe/1.36")
+        .await
+        .is_ok_and(|c| (200..400).contains(&c))
+}
+
+/// The status code of `GET path` on `ip:port` (probes and lifecycle hooks).
+pub(crate) async fn http_status(
+    ip: Ipv4Addr,
+    port: u16,
+    path: &str,
+    agent: &str,
+) -> Result<u16, String> {
+    let mut s = tokio::net::TcpStream::connect((ip, port))
+        .await
+        .map_err(|e| format!("{ip}:{port}: {e}"))?;
     let req = format!(
-        "GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nUser-Agent: kube-probe/1.36\r\nConnection: close\r\n\r\n"
+        "GET {path} HTTP/1.1\r\nHost: {ip}:{port}\r\nUser-Agent: {agent}\r\nConnection: close\r\n\r\n"
     );
-    if s.write_all(req.as_bytes()).await.is_err() {
-        return false;
-    }
+    s.write_all(req.as_bytes())
+        .await
+        .map_err(|e| format!("{ip}:{port}: {e}"))?;
     let mut head = [0u8; 64];
-    let Ok(n) = s.read(&mut head).await else {
-        return false;
-    };
+    let n = s
+        .read(&mut head)
+        .await
+        .map_err(|e| format!("{ip}:{port}: {e}"))?;
     let line = String::from_utf8_lossy(&head[..n]);
     line.split_whitespace()
         .nth(1)
         .and_then(|c| c.parse::<u16>().ok())
-        .is_some_and(|c| (200..400).contains(&c))
+        .ok_or_else(|| format!("{ip}:{port}: not an HTTP response: {line:?}"))
 }

@@ -84,6 +84,9 @@ fn terminal(pod: &Pod) -> bool {
 
 struct Tasks {
     running: HashMap<String, (watch::Sender<Update>, tokio::task::JoinHandle<()>)>,
+    /// Pods whose task has ended: an event that comes after (the object's last changes
+    /// before it goes) starts nothing again.
+    done: HashSet<String>,
 }
 
 impl Tasks {
@@ -94,7 +97,7 @@ impl Tasks {
             let _ = tx.send(Update::Pod(pod));
             return;
         }
-        if terminal(&pod) {
+        if terminal(&pod) || self.done.contains(&uid) {
             return;
         }
         tracing::info!(pod = ?pod.metadata.name, ns = ?pod.metadata.namespace, "running pod");
@@ -146,6 +149,7 @@ pub async fn run(
     });
     let mut tasks = Tasks {
         running: HashMap::new(),
+        done: HashSet::new(),
     };
     let mut seen: HashSet<String> = HashSet::new();
     let events =
@@ -158,7 +162,16 @@ pub async fn run(
             _ = &mut shutdown => break,
             e = events.next() => e,
         };
-        tasks.running.retain(|_, (_, h)| !h.is_finished());
+        let ended: Vec<String> = tasks
+            .running
+            .iter()
+            .filter(|(_, (_, h))| h.is_finished())
+            .map(|(uid, _)| uid.clone())
+            .collect();
+        for uid in ended {
+            tasks.running.remove(&uid);
+            tasks.done.insert(uid);
+        }
         match event {
             None => break,
             Some(Err(e)) => tracing::warn!(error = %e, "pod watch failed; retrying"),

@@ -278,7 +278,7 @@ pub fn start(l: &Launch) -> Result<tokio::process::Child> {
         std::fs::create_dir_all(&d).map_err(io(&d))?;
     }
     lay_in(&l.dir.join("upper"), &l.layer)?;
-    let script = l.dir.join("init.sh");
+    let script = l.dir.join(INIT_SCRIPT);
     std::fs::write(&script, init_script(l)?).map_err(io(&script))?;
     let msg = l.dir.join("termination-log");
     std::fs::write(&msg, "").map_err(io(&msg))?;
@@ -318,6 +318,23 @@ pub fn start(l: &Launch) -> Result<tokio::process::Child> {
     })
 }
 
+/// The script each container's first process runs before it becomes the container's command.
+pub const INIT_SCRIPT: &str = "init.sh";
+
+/// Whether the container's first process `pid` has left `script` (the mounts are done and it
+/// has become, or is becoming, the container's command). `false` while it runs the script or
+/// once it is gone.
+pub fn past_setup(pid: u32, script: &Path) -> bool {
+    let Ok(cmdline) = std::fs::read(format!("/proc/{pid}/cmdline")) else {
+        return false;
+    };
+    if cmdline.is_empty() {
+        return false;
+    }
+    let script = script.as_os_str().as_encoded_bytes();
+    !cmdline.split(|b| *b == 0).take(2).any(|a| a == script)
+}
+
 /// The container's main process (PID 1 of its namespace), seen from here.
 pub fn main_pid(launcher: u32) -> Option<u32> {
     let children =
@@ -329,11 +346,15 @@ fn pid_ns(pid: u32) -> Option<PathBuf> {
     std::fs::read_link(format!("/proc/{pid}/ns/pid")).ok()
 }
 
-/// Every process in the PID namespace of `main` (the whole container).
+/// Every process in the PID namespace of `main` (the whole container). Empty when `main` is
+/// not in a PID namespace of its own (this machine's would be every process on it).
 pub fn container_pids(main: u32) -> Vec<u32> {
     let Some(ns) = pid_ns(main) else {
         return Vec::new();
     };
+    if std::fs::read_link("/proc/self/ns/pid").ok().as_ref() == Some(&ns) {
+        return Vec::new();
+    }
     std::fs::read_dir("/proc")
         .into_iter()
         .flatten()
@@ -440,6 +461,26 @@ mod tests {
         let mut bad = l.clone();
         bad.mounts[0].target = "/etc/../../x".into();
         assert!(init_script(&bad).is_err());
+    }
+
+    #[test]
+    fn a_container_counts_as_running_once_past_its_setup_script() {
+        let dir = std::env::temp_dir().join(format!("gbo-setup-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = dir.join(INIT_SCRIPT);
+        std::fs::write(&script, "sleep 0.5\nexec sleep 5\n").unwrap();
+        let mut child = std::process::Command::new("/bin/sh")
+            .arg(&script)
+            .spawn()
+            .unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(!past_setup(child.id(), &script), "still in its script");
+        std::thread::sleep(std::time::Duration::from_millis(1000));
+        assert!(past_setup(child.id(), &script), "exec'd its command");
+        child.kill().unwrap();
+        child.wait().unwrap();
+        assert!(!past_setup(child.id(), &script), "gone");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 
     #[test]

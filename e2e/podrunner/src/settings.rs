@@ -81,10 +81,57 @@ impl Settings {
 /// Where e2e/standins/install puts the stand-ins (GBO_SHARED_CACHE's default location).
 const STANDINS: &str = "/var/cache/guestbook-operator/standins";
 
-/// The stand-in script `app` run by the stand-ins' own venv.
+/// Runs the command it is given as its child and passes SIGTERM on to it; exits as the child
+/// did. (`sh -c FORWARD_TERM standin CMD ARGS...`)
+const FORWARD_TERM: &str = r#""$@" &
+child=$!
+trap 'kill -TERM "$child" 2>/dev/null' TERM
+while :; do
+  wait "$child"
+  status=$?
+  kill -0 "$child" 2>/dev/null || exit "$status"
+done"#;
+
+/// The stand-in script `app` run by the stand-ins' own venv, as the child of a shell that
+/// passes SIGTERM on. A container's first process is PID 1 of its namespace, and the kernel
+/// delivers it no signal it has no handler for, SIGTERM included: Python's default would
+/// leave a stand-in running until SIGKILL at the end of the grace period. The images' own
+/// first processes stop on SIGTERM (gunicorn, the .NET runtime, tini in front of node,
+/// Apache), so a deleted pod's stand-ins stop at once, as those do.
 fn standin(app: &str) -> Vec<String> {
     vec![
+        "/bin/sh".into(),
+        "-c".into(),
+        FORWARD_TERM.into(),
+        "standin".into(),
         format!("{STANDINS}/bin/python3"),
         format!("{STANDINS}/apps/{app}.py"),
     ]
+}
+
+#[cfg(test)]
+mod tests {
+    use std::process::Command;
+    use std::time::{Duration, Instant};
+
+    #[test]
+    fn a_stand_in_stops_on_sigterm_and_exits_as_its_child_did() {
+        let run = |child: &str| {
+            Command::new("/bin/sh")
+                .args(["-c", super::FORWARD_TERM, "standin", "/bin/sh", "-c", child])
+                .spawn()
+                .expect("sh")
+        };
+        // The child's own status goes through.
+        let status = run("exit 3").wait().expect("wait");
+        assert_eq!(status.code(), Some(3));
+        // SIGTERM to the shell reaches a child that has no handler of its own: it dies of it.
+        let mut sh = run("sleep 30");
+        std::thread::sleep(Duration::from_millis(300));
+        let t0 = Instant::now();
+        crate::sandbox::signal(sh.id(), libc::SIGTERM);
+        let status = sh.wait().expect("wait");
+        assert!(t0.elapsed() < Duration::from_secs(5), "stopped at once");
+        assert_eq!(status.code(), Some(128 + libc::SIGTERM));
+    }
 }

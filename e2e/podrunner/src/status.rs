@@ -39,6 +39,8 @@ pub struct Ctr {
     pub ready: bool,
     pub started: bool,
     pub run: u64,
+    /// An init container with `restartPolicy: Always`: its readiness counts toward the pod's.
+    pub sidecar: bool,
 }
 
 impl Ctr {
@@ -55,6 +57,7 @@ impl Ctr {
             ready: false,
             started: false,
             run: 0,
+            sidecar: false,
         }
     }
 }
@@ -152,7 +155,10 @@ impl PodState {
         scheduled: Option<PodCondition>,
         now: jiff::Timestamp,
     ) -> PodStatus {
-        let all_ready = !self.main.is_empty() && self.main.iter().all(|c| c.ready);
+        // As the kubelet's ContainersReady: every main container and every sidecar ready.
+        let all_ready = !self.main.is_empty()
+            && self.main.iter().all(|c| c.ready)
+            && self.init.iter().filter(|c| c.sidecar).all(|c| c.ready);
         let mut conditions: Vec<PodCondition> = scheduled.into_iter().collect();
         conditions.push(self.condition("PodReadyToStartContainers", self.sandbox_ready, now));
         conditions.push(self.condition("Initialized", self.initialized, now));
@@ -181,5 +187,79 @@ impl PodState {
             ),
             ..Default::default()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn running(name: &str, ready: bool, sidecar: bool) -> Ctr {
+        let mut c = Ctr::new(name, "redis:7.2");
+        c.state = State::Running {
+            started_at: jiff::Timestamp::UNIX_EPOCH,
+        };
+        c.started = true;
+        c.ready = ready;
+        c.sidecar = sidecar;
+        c.run = 1;
+        c
+    }
+
+    fn ready_condition(s: &PodStatus) -> String {
+        s.conditions
+            .iter()
+            .flatten()
+            .find(|c| c.type_ == "Ready")
+            .map(|c| c.status.clone())
+            .unwrap_or_default()
+    }
+
+    #[test]
+    fn sidecars_are_reported_as_init_containers_and_their_readiness_counts() {
+        let mut done = Ctr::new("setup", "busybox");
+        done.state = State::Terminated(Terminated {
+            exit_code: 0,
+            reason: "Completed".into(),
+            message: None,
+            started_at: None,
+            finished_at: jiff::Timestamp::UNIX_EPOCH,
+        });
+        done.ready = true;
+        let mut s = PodState {
+            phase: "Running".into(),
+            initialized: true,
+            sandbox_ready: true,
+            init: vec![
+                done,
+                running("queue-worker", true, true),
+                running("queue-redis", false, true),
+            ],
+            main: vec![running("vote", true, false)],
+            ..PodState::default()
+        };
+        let now = jiff::Timestamp::UNIX_EPOCH;
+        let status = s.to_status("uid", None, now);
+        let inits = status.init_container_statuses.clone().unwrap_or_default();
+        let names: Vec<&str> = inits.iter().map(|c| c.name.as_str()).collect();
+        assert_eq!(names, ["setup", "queue-worker", "queue-redis"]);
+        let redis = &inits[2];
+        assert!(
+            redis
+                .state
+                .as_ref()
+                .and_then(|s| s.running.as_ref())
+                .is_some()
+        );
+        assert_eq!((redis.started, redis.ready), (Some(true), false));
+        // A completed regular init container is ready and not started (the kubelet's rule).
+        assert_eq!((inits[0].started, inits[0].ready), (Some(false), true));
+        // Redis not ready yet: neither is the pod, though its only main container is.
+        assert_eq!(ready_condition(&status), "False");
+        s.init[2].ready = true;
+        assert_eq!(ready_condition(&s.to_status("uid", None, now)), "True");
+        // A regular init container's readiness never holds the pod back.
+        s.init[0].ready = false;
+        assert_eq!(ready_condition(&s.to_status("uid", None, now)), "True");
     }
 }
