@@ -102,6 +102,26 @@ gbo_build_simple() { # name module-path version binary
   mkdir -p "$out" && mv "$tmp/$bin" "$out/$bin"
 }
 
+# The Gateway API's CRDs are YAML in a Go module: `go mod download` puts the module, checked
+# against the checksum database, into the module cache, where `up` applies them from.
+gateway_api_crds() {
+  local cache
+  cache=$(GOTOOLCHAIN=local go env GOMODCACHE 2>/dev/null) || cache="${GOPATH:-$HOME/go}/pkg/mod"
+  echo "$cache/sigs.k8s.io/gateway-api@v$GATEWAY_API_VERSION/config/crd/standard"
+}
+
+gbo_fetch_gateway_api() {
+  local v="$GATEWAY_API_VERSION" dir out
+  dir=$(gateway_api_crds)
+  [ -f "$dir/gateway.networking.k8s.io_httproutes.yaml" ] && return 0
+  log "fetching the Gateway API CRDs v$v (sigs.k8s.io/gateway-api from the Go module proxy)"
+  # Outside any module, so that no go.mod is consulted or changed.
+  out=$(cd "$GBO_CACHE" && go mod download -json "sigs.k8s.io/gateway-api@v$v") ||
+    { printf '%s\n' "$out" >&2; return 1; }
+  [ -f "$dir/gateway.networking.k8s.io_httproutes.yaml" ] ||
+    { err "the gateway-api module holds no $dir/gateway.networking.k8s.io_httproutes.yaml"; return 1; }
+}
+
 gbo_build_all() {
   gbo_go_env
   GOPROXY_URL="${GOPROXY_URL:-https://proxy.golang.org}"
@@ -110,4 +130,5 @@ gbo_build_all() {
   ( gbo_build_simple helm helm.sh/helm/v4/cmd/helm "$HELM_VERSION" helm ) || { err "helm build failed"; return 1; }
   ( gbo_build_kubernetes ) || { err "Kubernetes build failed"; return 1; }
   ( gbo_build_coredns ) || { err "CoreDNS build failed"; return 1; }
+  ( gbo_fetch_gateway_api ) || { err "fetching the Gateway API CRDs failed"; return 1; }
 }

@@ -62,6 +62,7 @@ YAML
   log "smoke: StatefulSet pod Ready with a Bound claim"
   smoke_real_pod "$ns" || return 1
   smoke_service "$ns" || return 1
+  smoke_gateway_api "$ns" || return 1
   wait_for "a Job of the smoke CronJob to complete" 90 smoke_job_complete "$ns" || return 1
   log "smoke: CronJob's Job completed"
   kc delete namespace "$ns" --wait=false >/dev/null
@@ -77,7 +78,8 @@ smoke_job_complete() {
 }
 
 # A pod the runner runs for real: redis-server in its own network namespace, Ready by a real
-# exec probe, in its Service's EndpointSlice, answering on its address and nowhere else.
+# exec probe, in its Service's EndpointSlice, answering on its address and nowhere else; a
+# native sidecar (a second redis-server on 6380) started before it in the same namespace.
 smoke_real_pod() {
   local ns="$1" ip
   kc -n "$ns" apply -f - >/dev/null <<'YAML'
@@ -85,6 +87,14 @@ apiVersion: v1
 kind: Pod
 metadata: {name: smoke-redis, labels: {app: smoke-redis}}
 spec:
+  initContainers:
+  - name: sidecar
+    image: docker.io/library/redis:7.2
+    restartPolicy: Always
+    command: [redis-server, --port, "6380", --save, "", --appendonly, "no", --protected-mode, "no"]
+    readinessProbe:
+      exec: {command: [redis-cli, -p, "6380", ping]}
+      periodSeconds: 1
   containers:
   - name: redis
     image: docker.io/library/redis:7.2
@@ -105,6 +115,9 @@ YAML
     { err "smoke: the real redis pod did not become Ready"; return 1; }
   ip=$(kc -n "$ns" get pod smoke-redis -o jsonpath='{.status.podIP}')
   [ "$(redis-cli -h "$ip" ping 2>/dev/null)" = PONG ] || { err "smoke: redis does not answer on $ip"; return 1; }
+  [ "$(redis-cli -h "$ip" -p 6380 ping 2>/dev/null)" = PONG ] || { err "smoke: the sidecar does not answer on $ip:6380"; return 1; }
+  [ "$(kc -n "$ns" get pod smoke-redis -o jsonpath='{.status.initContainerStatuses[0].started}')" = true ] ||
+    { err "smoke: the sidecar is not reported started"; return 1; }
   wait_for "the smoke Service's EndpointSlice to hold $ip" 30 smoke_endpoint "$ns" "$ip" || return 1
   log "smoke: real redis pod Ready at $ip and in its EndpointSlice"
 }
@@ -133,5 +146,20 @@ smoke_redis_ping() { [ "$(redis-cli -h "$1" ping 2>/dev/null)" = PONG ]; }
 
 smoke_exec() {
   local ns="$1"; shift
-  "$PODRUNNER_BIN" --state-dir "$PODRUNNER_STATE" exec --timeout 10 "$ns/smoke-redis" -- "$@" 2>/dev/null
+  "$PODRUNNER_BIN" --state-dir "$PODRUNNER_STATE" exec -c redis --timeout 10 "$ns/smoke-redis" -- "$@" 2>/dev/null
+}
+
+# The Gateway API is served: an HTTPRoute passes the API server's schema with strict field
+# validation (a dry run: nothing is stored).
+smoke_gateway_api() {
+  kc -n "$1" create --dry-run=server --validate=strict -f - >/dev/null <<'YAML' ||
+apiVersion: gateway.networking.k8s.io/v1
+kind: HTTPRoute
+metadata: {name: smoke}
+spec:
+  parentRefs: [{name: smoke}]
+  rules: [{backendRefs: [{name: smoke-cache, port: 6379}]}]
+YAML
+    { err "smoke: the API server refused an HTTPRoute (Gateway API CRDs)"; return 1; }
+  log "smoke: Gateway API v$GATEWAY_API_VERSION serves HTTPRoutes"
 }
