@@ -110,8 +110,11 @@ fn per_pod_queue(app: &VoteApp, v: &Validated, q: &QueueSpec) -> PodExtras {
         resources: q.resources.clone(),
         ..Container::default()
     };
+    // Until the worker has drained the queue, then a second more: the worker may still be
+    // writing the last vote it popped, and the kubelet stops the worker sidecar the moment
+    // Redis has exited.
     let drained = format!(
-        "until [ \"$(redis-cli -h 127.0.0.1 -p {REDIS_PORT} llen {QUEUE_KEY})\" = 0 ]; do sleep 1; done"
+        "until [ \"$(redis-cli -h 127.0.0.1 -p {REDIS_PORT} llen {QUEUE_KEY})\" = 0 ]; do sleep 1; done; sleep 1"
     );
     let timing = Timing {
         period: 5,
