@@ -145,3 +145,74 @@ pub async fn sync(client: &Client, owner: &Owner, desired: &[(String, Value)]) -
     }
     Ok(out)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::Guestbook;
+    use crate::k8s::conditions::Health;
+
+    /// A client for an API server that serves only `/apis`, listing `groups`: any other
+    /// request fails the test's expectations with a 404.
+    fn api_server(groups: &[&str]) -> Client {
+        let list = json!({
+            "kind": "APIGroupList",
+            "apiVersion": "v1",
+            "groups": groups.iter().map(|g| json!({
+                "name": g,
+                "versions": [{"groupVersion": format!("{g}/v1"), "version": "v1"}],
+                "preferredVersion": {"groupVersion": format!("{g}/v1"), "version": "v1"},
+            })).collect::<Vec<_>>(),
+        });
+        let app = axum::Router::new().route(
+            "/apis",
+            axum::routing::get(move || {
+                let list = list.to_string();
+                async move {
+                    (
+                        [(axum::http::header::CONTENT_TYPE, "application/json")],
+                        list,
+                    )
+                }
+            }),
+        );
+        Client::new(app, "default")
+    }
+
+    fn owner() -> Owner {
+        let gb: Guestbook = serde_json::from_value(json!({
+            "apiVersion": "guestbook-operator.dev/v1alpha1",
+            "kind": "Guestbook",
+            "metadata": {"name": "shop", "namespace": "web", "uid": "u-1"},
+            "spec": {"redis": {"name": "cache"}},
+        }))
+        .expect("a Guestbook");
+        Owner::of(&gb, "Guestbook").expect("an owner")
+    }
+
+    #[tokio::test]
+    async fn without_the_gateway_api_a_wanted_route_stalls_the_app_and_nothing_is_written() {
+        let client = api_server(&["apps", "guestbook-operator.dev"]);
+        let route = json!({"kind": "HTTPRoute", "metadata": {"name": "shop"}});
+        let out = sync(&client, &owner(), &[("shop".into(), route)])
+            .await
+            .expect("only the group list is read");
+        assert_eq!(
+            out,
+            Routes {
+                api_missing: true,
+                ..Routes::default()
+            }
+        );
+        match api_missing("spec.httpRoute") {
+            Health::Stalled { reason, message } => {
+                assert_eq!(reason, "GatewayAPIMissing");
+                assert!(message.starts_with("spec.httpRoute: "), "{message}");
+            }
+            other => panic!("not stalled: {other:?}"),
+        }
+        // An app without routes is fine on such a cluster.
+        let out = sync(&client, &owner(), &[]).await.expect("no route wanted");
+        assert_eq!(out, Routes::default());
+    }
+}
