@@ -60,8 +60,10 @@ where
         "status": desired,
     });
     let params = PatchParams::apply(FIELD_MANAGER).force();
-    api.patch_status(&name, &params, &Patch::Apply(&body))
-        .await
-        .map_err(Error::from)?;
-    Ok(true)
+    match api.patch_status(&name, &params, &Patch::Apply(&body)).await {
+        Ok(_) => Ok(true),
+        // Deleted since this reconcile began: there is no status left to report on.
+        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(false),
+        Err(e) => Err(Error::from(e)),
+    }
 }
