@@ -207,7 +207,8 @@ async fn run_controllers(
         drive(gb.graceful_shutdown_on(stop()), g::reconcile, ctx.clone()),
         drive(va.graceful_shutdown_on(stop()), v::reconcile, ctx.clone()),
     );
-    futures::future::join(runs, synced.boxed()).await;
+    let janitor = controllers::credentials::janitor::run(ctx.clone(), stop());
+    futures::future::join3(runs, synced.boxed(), janitor).await;
 }
 
 async fn drive<K, F, Fut>(controller: Controller<K>, reconcile: F, ctx: Arc<Context>)

@@ -5,6 +5,7 @@
 //! what happens when a reconcile fails.
 
 pub mod apps;
+pub mod credentials;
 pub mod guestbook;
 pub(crate) mod job_results;
 pub mod patroni_cluster;

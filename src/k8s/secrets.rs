@@ -1,8 +1,9 @@
-//! Secrets as the controllers need them: does a referenced key exist, what does it hold, and
-//! new passwords for Secrets the operator generates.
+//! Secrets as the controllers need them: does a referenced key exist, what does it hold, new
+//! passwords for Secrets the operator generates, and the finalizer that protects them.
 
 use crate::error::{Error, Result};
 use k8s_openapi::api::core::v1::Secret;
+use kube::api::{Patch, PatchParams};
 use kube::{Api, Client};
 
 /// What a referenced Secret key looks like from here.
@@ -43,11 +44,45 @@ pub async fn read(
     Ok(api.get_opt(name).await?.and_then(|s| value(&s, key)))
 }
 
-fn value(secret: &Secret, key: &str) -> Option<String> {
+/// The value of `key` in a Secret (its `data`, else its `stringData`).
+pub fn value(secret: &Secret, key: &str) -> Option<String> {
     let data = secret.data.as_ref().and_then(|d| d.get(key));
     let text = secret.string_data.as_ref().and_then(|d| d.get(key));
     data.map(|v| String::from_utf8_lossy(&v.0).to_string())
         .or_else(|| text.cloned())
+}
+
+/// Removes `finalizer` from Secret `name`, if it is there. The patch carries the
+/// resourceVersion it was computed from: a list changed meanwhile by someone else makes it
+/// fail with a conflict (retried by the next reconcile) instead of dropping their finalizer.
+/// `Ok(false)` when the Secret or the finalizer is already gone.
+pub async fn remove_finalizer(
+    client: &Client,
+    namespace: &str,
+    name: &str,
+    finalizer: &str,
+) -> Result<bool> {
+    let api: Api<Secret> = Api::namespaced(client.clone(), namespace);
+    let Some(secret) = api.get_metadata_opt(name).await? else {
+        return Ok(false);
+    };
+    let finalizers = secret.metadata.finalizers.unwrap_or_default();
+    if !finalizers.iter().any(|f| f == finalizer) {
+        return Ok(false);
+    }
+    let rest: Vec<&String> = finalizers.iter().filter(|f| *f != finalizer).collect();
+    let patch = serde_json::json!({"metadata": {
+        "finalizers": rest,
+        "resourceVersion": secret.metadata.resource_version,
+    }});
+    match api
+        .patch(name, &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+    {
+        Ok(_) => Ok(true),
+        Err(kube::Error::Api(s)) if s.is_not_found() => Ok(false),
+        Err(e) => Err(e.into()),
+    }
 }
 
 /// 32 random alphanumerics from the kernel, for a generated password.

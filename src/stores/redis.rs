@@ -20,6 +20,22 @@ pub enum StoreError {
     Timeout { addr: String },
 }
 
+impl StoreError {
+    /// The server refused the password (`WRONGPASS`), or wanted one it was not given
+    /// (`NOAUTH`): it answers, but not to these credentials. Status must say so, not that the
+    /// server cannot be reached.
+    pub fn is_auth(&self) -> bool {
+        let StoreError::Redis { source, .. } = self else {
+            return false;
+        };
+        source.kind() == redis::ErrorKind::AuthenticationFailed
+            || matches!(source.code(), Some("NOAUTH" | "WRONGPASS"))
+            || ["NOAUTH", "WRONGPASS"]
+                .iter()
+                .any(|c| source.to_string().contains(c))
+    }
+}
+
 /// Where a Redis or Sentinel server listens, and its password.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Endpoint {
@@ -321,6 +337,27 @@ pub async fn switch_master(ep: &Endpoint) -> Result<impl Stream<Item = SwitchMas
                 .and_then(|p| parse_switch(&p)),
         )
     }))
+}
+
+/// `PING`: the server answers to this endpoint's password.
+pub async fn ping(ep: &Endpoint) -> Result<(), StoreError> {
+    let mut con = ep.connect().await?;
+    ep.query::<redis::Value>(&mut con, &redis::cmd("PING"))
+        .await
+        .map(|_| ())
+}
+
+/// Runs one command (`CONFIG SET ...`, `ACL SETUSER ...`) and ignores its reply.
+pub async fn command(ep: &Endpoint, args: &[&str]) -> Result<(), StoreError> {
+    let Some((name, rest)) = args.split_first() else {
+        return Ok(());
+    };
+    let mut con = ep.connect().await?;
+    let mut cmd = redis::cmd(name);
+    for a in rest {
+        cmd.arg(*a);
+    }
+    ep.query::<redis::Value>(&mut con, &cmd).await.map(|_| ())
 }
 
 /// The length of list `key` (0 when it does not exist): how many votes wait in the queue.

@@ -7,6 +7,7 @@ mod app_lifecycle;
 mod apps;
 mod apps_client;
 mod audit;
+mod credentials;
 mod follow;
 mod identity;
 mod leader;

@@ -115,6 +115,7 @@ impl Drop for TestNamespace {
             };
             rt.block_on(async {
                 if let Ok(c) = Client::try_default().await {
+                    release_credentials(&c, &name).await;
                     let _ = Api::<Namespace>::all(c)
                         .delete(&name, &DeleteParams::background())
                         .await;
@@ -122,6 +123,36 @@ impl Drop for TestNamespace {
             });
         })
         .join();
+    }
+}
+
+/// The operator's finalizer on the credential Secrets it generates.
+pub const CREDENTIALS_FINALIZER: &str = "guestbook-operator.dev/credentials";
+
+/// Lifts [`CREDENTIALS_FINALIZER`] from every Secret in `ns`. A test namespace is deleted
+/// after its operator has stopped: nothing else would lift it, and the namespace would stay
+/// terminating for ever.
+pub async fn release_credentials(c: &Client, ns: &str) {
+    use k8s_openapi::api::core::v1::Secret;
+    let api: Api<Secret> = Api::namespaced(c.clone(), ns);
+    let Ok(list) = api.list_metadata(&Default::default()).await else {
+        return;
+    };
+    for s in list.items {
+        let finalizers = s.metadata.finalizers.unwrap_or_default();
+        if let (true, Some(name)) = (
+            finalizers.iter().any(|f| f == CREDENTIALS_FINALIZER),
+            s.metadata.name,
+        ) {
+            let rest: Vec<&String> = finalizers
+                .iter()
+                .filter(|f| *f != CREDENTIALS_FINALIZER)
+                .collect();
+            let patch = serde_json::json!({"metadata": {"finalizers": rest}});
+            let _ = api
+                .patch(&name, &PatchParams::default(), &Patch::Merge(&patch))
+                .await;
+        }
     }
 }
 

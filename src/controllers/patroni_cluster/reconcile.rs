@@ -11,9 +11,11 @@ use super::roles;
 use super::status::{self, JobResults};
 use super::validate::{self, Validated, World, referenced_secrets};
 use crate::context::Context;
+use crate::controllers::credentials;
 use crate::controllers::{Verdict, conclude, finish, instrumented, job_results, publish};
 use crate::crd::PatroniCluster;
 use crate::crd::common::BackupStatus;
+use crate::crd::patroni_cluster::PatroniClusterStatus;
 use crate::error::Result;
 use crate::k8s::apply;
 use crate::k8s::cache::ChildCache;
@@ -23,7 +25,7 @@ use crate::k8s::owner::Owner;
 use crate::k8s::pods::update_revision;
 use crate::k8s::secrets::{self, random_password};
 use crate::stores::patroni::{self, Cluster};
-use k8s_openapi::api::core::v1::PersistentVolumeClaim;
+use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
 use k8s_openapi::api::storage::v1::StorageClass;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
@@ -76,9 +78,25 @@ async fn run(pc: Arc<PatroniCluster>, ctx: Arc<Context>) -> Result<Action> {
         user_passwords: &user_passwords,
         roles: wants.roles.then_some(wants.fingerprint.as_str()),
     };
-    let children = build::build(&pc, &v, &inputs)?;
+    let mut children = build::build(&pc, &v, &inputs)?;
+    let creds = credentials::patroni::store(&pc, &v);
+    let creds =
+        credentials::protect(&ctx, pc.as_ref(), &v.owner, cache, &mut children, &creds).await?;
+    let has_primary = seen.leader.is_some();
+    let rotation =
+        credentials::patroni::prepare(&ctx, &pc, &v, cache, &creds, has_primary, &mut children)
+            .await?;
     let applied = apply::sync(&ctx.client, cache, &v.owner, &children).await;
+    if let Some(verdict) = creds.lost_verdict(validate::warnings(&pc)) {
+        // Members must not be rolled while a Secret they start with is missing.
+        return conclude(&ctx, pc.as_ref(), verdict, applied.failed, |_| {}).await;
+    }
     let (health, requeue) = act(&ctx, &pc, &v, cache, &seen, &wants).await?;
+    let members: Vec<&Pod> = seen.pods.iter().map(|m| m.pod.as_ref()).collect();
+    let cluster = seen.cluster.as_ref();
+    credentials::patroni::replace_stranded(&ctx, &pc, &v, cache, &creds, cluster, &members).await?;
+    let rolled = credentials::patroni::rolled(cache, &v, creds.rotation, pc.spec.members, &members);
+    let (health, version) = credentials::patroni::conclude(&creds, rotation, rolled, health);
     let jobs = JobResults {
         last_backup: None,
         restore_check: newest_result(&ctx, &v, RESTORE_CHECK),
@@ -106,7 +124,10 @@ async fn run(pc: Arc<PatroniCluster>, ctx: Arc<Context>) -> Result<Action> {
     };
     let ready = status::ready_count(&seen.pods);
     let leader = seen.leader.as_deref();
-    let fill = |s: &mut _| status::fill(s, &v, ready, seen.cluster.as_ref(), leader, jobs);
+    let fill = |s: &mut PatroniClusterStatus| {
+        status::fill(s, &v, ready, seen.cluster.as_ref(), leader, jobs);
+        s.credentials_version = version.or(s.credentials_version.take());
+    };
     conclude(&ctx, pc.as_ref(), verdict, applied.failed, fill).await
 }
 

@@ -7,26 +7,17 @@ use super::validate::Validated;
 use crate::context::Context;
 use crate::crd::RedisSentinel;
 use crate::error::Result;
+use crate::k8s::labels;
 use crate::k8s::pods::{component_pods, ordinal};
-use crate::k8s::{labels, secrets};
 use crate::stores::redis::{self as store, Endpoint};
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Patch, PatchParams};
 use kube::{Api, ResourceExt};
 use std::sync::Arc;
 
-/// The password Redis and Sentinel require, if auth is on.
-pub async fn password(ctx: &Context, v: &Validated) -> Result<Option<String>> {
-    let Some((secret, key)) = &v.password else {
-        return Ok(None);
-    };
-    // The generated Secret may not be in place yet on the very first pass.
-    secrets::read(&ctx.client, &v.owner.namespace, secret, key).await
-}
-
 /// The pod's address and whether a container runs now. A pod whose process is down still
 /// counts: it exists, it is just unreachable (Sentinel, not we, decides what that means).
-fn address(p: &Pod) -> Option<(String, bool)> {
+pub(crate) fn address(p: &Pod) -> Option<(String, bool)> {
     if p.metadata.deletion_timestamp.is_some() {
         return None;
     }
@@ -45,14 +36,33 @@ pub fn pods(ctx: &Context, v: &Validated, component: &str) -> Vec<Arc<Pod>> {
     component_pods(&store, &v.owner.namespace, &v.owner.name, APP, component)
 }
 
+/// Members that answered but refused the password: (pod, the server's words).
+pub type Refused = Vec<(String, String)>;
+
+/// Logs why a member did not answer, and keeps it when the reason is the password: a member
+/// refusing the password is not unreachable, and status must say which it is.
+fn note(pod: &str, what: &str, e: &store::StoreError, refused: &std::sync::Mutex<Refused>) {
+    if e.is_auth() {
+        tracing::info!(pod, error = %e, "{what} refuses the password");
+        refused
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((pod.to_string(), e.to_string()));
+    } else {
+        tracing::debug!(pod, error = %e, "{what} not reachable");
+    }
+}
+
 /// Asks every Redis and Sentinel pod what it knows, all at once. Pods whose process is down
-/// are kept, as unreachable.
+/// are kept, as unreachable; pods that refuse the password are also listed apart.
 pub async fn observe(
     ctx: &Context,
     v: &Validated,
     password: &Option<String>,
-) -> (Vec<RedisNode>, Vec<SentinelNode>) {
+) -> (Vec<RedisNode>, Vec<SentinelNode>, Refused) {
     let group = v.owner.name.clone();
+    let refused = std::sync::Mutex::new(Refused::new());
+    let refused = &refused;
     let redis = futures::future::join_all(pods(ctx, v, REDIS).into_iter().filter_map(|p| {
         let (ip, up) = address(&p)?;
         let ep = Endpoint {
@@ -64,9 +74,7 @@ pub async fn observe(
             let reached = match up {
                 true => store::replication(&ep)
                     .await
-                    .map_err(
-                        |e| tracing::debug!(pod = %p.name_any(), error = %e, "Redis not reachable"),
-                    )
+                    .map_err(|e| note(&p.name_any(), "Redis", &e, refused))
                     .ok(),
                 false => None,
             };
@@ -87,18 +95,31 @@ pub async fn observe(
     .await;
     let sentinels = futures::future::join_all(pods(ctx, v, SENTINEL).into_iter().filter_map(|p| {
         let (ip, up) = address(&p)?;
-        let ep = Endpoint { ip: ip.clone(), port: SENTINEL_PORT as u16, password: password.clone() };
+        let ep = Endpoint {
+            ip: ip.clone(),
+            port: SENTINEL_PORT as u16,
+            password: password.clone(),
+        };
         let group = group.clone();
         Some(async move {
             let view = match up {
-                true => store::sentinel_view(&ep, &group).await.map_err(|e| tracing::debug!(pod = %p.name_any(), error = %e, "Sentinel not reachable")).ok(),
+                true => store::sentinel_view(&ep, &group)
+                    .await
+                    .map_err(|e| note(&p.name_any(), "Sentinel", &e, refused))
+                    .ok(),
                 false => None,
             };
-            SentinelNode { pod: p.name_any(), ip, view }
+            SentinelNode {
+                pod: p.name_any(),
+                ip,
+                view,
+            }
         })
     }))
     .await;
-    (redis, sentinels)
+    let mut refused = std::mem::take(&mut *refused.lock().unwrap_or_else(|p| p.into_inner()));
+    refused.sort();
+    (redis, sentinels, refused)
 }
 
 /// Sets a pod's role label; the master Service selects on it.

@@ -8,9 +8,11 @@ use super::status::{self, Topology};
 use super::validate::{self, Validated, World};
 use super::{follow, heal, topology};
 use crate::context::Context;
+use crate::controllers::credentials::{self, Guarded};
 use crate::controllers::{Verdict, conclude, finish, instrumented, job_results, publish};
 use crate::crd::RedisSentinel;
 use crate::crd::common::BackupStatus;
+use crate::crd::redis_sentinel::RedisSentinelStatus;
 use crate::error::Result;
 use crate::k8s::apply;
 use crate::k8s::cache::ChildCache;
@@ -40,7 +42,7 @@ async fn run(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Action> {
         }
     };
     let password = secrets::random_password()?;
-    let children = build::build(
+    let mut children = build::build(
         &rs,
         &v,
         &Inputs {
@@ -50,8 +52,14 @@ async fn run(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Action> {
     // Comparing against a cache still filling would rewrite what already exists.
     ctx.synced.wait().await;
     let cache = ctx.caches.owned.children(KIND);
+    let creds = credentials::redis::store(&v);
+    let creds =
+        credentials::protect(&ctx, rs.as_ref(), &v.owner, cache, &mut children, &creds).await?;
     let applied = apply::sync(&ctx.client, cache, &v.owner, &children).await;
-    let acted = act(&ctx, &rs, &v, cache).await?;
+    if let Some(verdict) = creds.lost_verdict(validate::warnings(&rs)) {
+        return conclude(&ctx, rs.as_ref(), verdict, applied.failed, |_| {}).await;
+    }
+    let acted = act(&ctx, &rs, &v, cache, &creds).await?;
     let mut extras = validate::warnings(&rs);
     extras.extend(acted.backup_warning);
     let requeue = if matches!(acted.health, Health::Ready { .. }) {
@@ -65,7 +73,11 @@ async fn run(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Action> {
         requeue: Some(requeue),
     };
     let (topo, moved, last_backup) = (acted.topology, acted.master_moved, acted.last_backup);
-    let fill = |s: &mut _| status::fill(s, &v, cache, &topo, moved, last_backup);
+    let version = acted.credentials_version;
+    let fill = |s: &mut RedisSentinelStatus| {
+        status::fill(s, &v, cache, &topo, moved, last_backup);
+        s.credentials_version = version.or(s.credentials_version.take());
+    };
     conclude(&ctx, rs.as_ref(), verdict, applied.failed, fill).await
 }
 
@@ -92,6 +104,8 @@ struct Acted {
     master_moved: bool,
     last_backup: Option<BackupStatus>,
     backup_warning: Option<Extra>,
+    /// The auth Secret's version every Redis and Sentinel uses.
+    credentials_version: Option<String>,
 }
 
 /// The data plane: whatever runs is observed and repaired, ready or not (a failover happens
@@ -101,9 +115,12 @@ async fn act(
     rs: &RedisSentinel,
     v: &Validated,
     cache: &ChildCache,
+    creds: &Guarded,
 ) -> Result<Acted> {
-    let auth = heal::password(ctx, v).await?;
-    let (redis, sentinels) = heal::observe(ctx, v, &auth).await;
+    // A changed password reaches every member before anything else talks to them.
+    let rotation = credentials::redis::roll_out(ctx, rs, v, creds).await?;
+    let auth = rotation.auth.clone();
+    let (redis, sentinels, refused) = heal::observe(ctx, v, &auth).await;
     let handles = follow::Handles {
         client: ctx.client.clone(),
         pods: ctx.caches.owned.pods(KIND),
@@ -159,6 +176,8 @@ async fn act(
         auth: &auth,
     };
     let health = rollout::roll_forward(ctx, rs, v, cache, &seen, health).await?;
+    let secret = v.password.as_ref().map(|(s, _)| s.as_str());
+    let health = credentials::redis::health(&rotation, &refused, secret, health);
     let backup_pods = heal::pods(ctx, v, BACKUP);
     let backup_pods: Vec<_> = backup_pods.iter().map(AsRef::as_ref).collect();
     let (last_backup, backup_warning) = job_results::last(&backup_pods);
@@ -188,5 +207,6 @@ async fn act(
         master_moved: moved,
         last_backup,
         backup_warning,
+        credentials_version: rotation.version,
     })
 }
