@@ -294,6 +294,11 @@ impl PodTask {
             .await
         {
             Ok(_) => self.last_status = Some(value),
+            // Gone already (a pod in a terminal phase is removed at once when deleted): there
+            // is nothing left to tell.
+            Err(kube::Error::Api(s)) if s.is_not_found() && self.stopping.is_some() => {
+                self.last_status = Some(value)
+            }
             Err(e) => {
                 tracing::warn!(pod = %self.name, ns = %self.ns, error = %e, "status update failed")
             }
@@ -921,6 +926,12 @@ impl PodTask {
                 Action::Hook(i) => self.start_hook(i, tx),
                 Action::Term(i) => {
                     let c = &mut self.ctrs[i];
+                    // A container still in the runner's setup script would lose the signal (its
+                    // first process has no handler yet): a runtime only signals a container once
+                    // its command runs. Until the grace period is over.
+                    if !c.simulated && !c.execd && c.ending.is_some_and(|e| now_i < e.deadline) {
+                        continue;
+                    }
                     if let Some(e) = c.ending.as_mut() {
                         e.term_at = Some(now_i);
                     }

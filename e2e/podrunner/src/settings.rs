@@ -83,9 +83,11 @@ const STANDINS: &str = "/var/cache/guestbook-operator/standins";
 
 /// Runs the command it is given as its child and passes SIGTERM on to it; exits as the child
 /// did. (`sh -c FORWARD_TERM standin CMD ARGS...`)
-const FORWARD_TERM: &str = r#""$@" &
+const FORWARD_TERM: &str = r#"child= stop=
+trap 'stop=1; [ -z "$child" ] || kill -TERM "$child" 2>/dev/null' TERM
+"$@" &
 child=$!
-trap 'kill -TERM "$child" 2>/dev/null' TERM
+[ -z "$stop" ] || kill -TERM "$child" 2>/dev/null
 while :; do
   wait "$child"
   status=$?
