@@ -8,6 +8,7 @@ use guestbook_operator::controllers::redis_sentinel::validate as redis;
 use guestbook_operator::controllers::vote_app::validate as va_validate;
 use guestbook_operator::crd::{Guestbook, PatroniCluster, RedisSentinel, VoteApp};
 use guestbook_operator::k8s::conditions::Health;
+use guestbook_operator::k8s::live::{ClaimTemplate, Members};
 use guestbook_operator::k8s::owner::Owner;
 use guestbook_operator::k8s::secrets::SecretRef;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -56,6 +57,7 @@ fn redis_with_missing_secret_stalls_naming_the_field() {
     let o = owner(&mut rs, "RedisSentinel");
     let world = redis::World {
         auth_secret: Some(SecretRef::MissingSecret),
+        ..Default::default()
     };
     let h = health(redis::validate(&rs, o.clone(), &world));
     assert!(matches!(h, Health::Stalled { .. }), "{h:?}");
@@ -69,6 +71,7 @@ fn redis_with_missing_secret_stalls_naming_the_field() {
 
     let world = redis::World {
         auth_secret: Some(SecretRef::MissingKey),
+        ..Default::default()
     };
     assert_eq!(
         reason(&health(redis::validate(&rs, o.clone(), &world))),
@@ -77,6 +80,7 @@ fn redis_with_missing_secret_stalls_naming_the_field() {
 
     let world = redis::World {
         auth_secret: Some(SecretRef::Present),
+        ..Default::default()
     };
     let v = redis::validate(&rs, o, &world).expect("valid");
     assert_eq!(
@@ -276,4 +280,115 @@ fn stock_images_need_stock_postgres_credentials() {
     let h = health(va_validate::validate(&app, o, &caches));
     assert_eq!(reason(&h), "StoreCredentials", "{h:?}");
     assert!(h.message().contains("stockAppCredentials"));
+}
+
+fn members(size: &str, class: Option<&str>, major: Option<i32>) -> Members {
+    Members {
+        name: "live".into(),
+        claim: Some(ClaimTemplate {
+            size: Some(size.into()),
+            class: class.map(Into::into),
+        }),
+        postgres_major: major,
+    }
+}
+
+#[test]
+fn redis_storage_the_live_claims_cannot_follow_stalls_naming_the_field() {
+    let yaml = "apiVersion: guestbook-operator.dev/v1alpha1\nkind: RedisSentinel\nmetadata: {name: cache}\nspec:\n  redis:\n    storage: {size: 2Gi, storageClassName: fast}\n";
+    let mut rs: RedisSentinel = serde_yaml_ng::from_str(yaml).expect("fixture");
+    let o = owner(&mut rs, "RedisSentinel");
+    let stalled = |world: &redis::World| health(redis::validate(&rs, o.clone(), world));
+
+    // The class the spec names does not exist, nothing runs yet.
+    let mut world = redis::World {
+        storage_class: Some(("fast".into(), false)),
+        ..Default::default()
+    };
+    let h = stalled(&world);
+    assert_eq!(reason(&h), "StorageClassNotFound");
+    assert!(
+        h.message()
+            .starts_with("spec.redis.storage.storageClassName: StorageClass \"fast\"")
+    );
+    assert_eq!(
+        redis::recheck(&h),
+        Some(guestbook_operator::controllers::WAITING_RECHECK)
+    );
+
+    // The class exists, the running claims are smaller: growth is named, with what it needs.
+    world.storage_class = Some(("fast".into(), true));
+    world.members = Some(members("1Gi", Some("fast"), None));
+    let h = stalled(&world);
+    assert!(matches!(h, Health::Stalled { .. }), "{h:?}");
+    assert_eq!(reason(&h), "StorageGrowthNotImplemented");
+    assert!(
+        h.message()
+            .starts_with("spec.redis.storage.size: 2Gi is larger than the 1Gi"),
+        "{}",
+        h.message()
+    );
+    assert_eq!(redis::recheck(&h), None, "a spec change wakes it");
+
+    // Claims on another class: the class is the change at fault.
+    world.members = Some(members("2Gi", Some("slow"), None));
+    let h = stalled(&world);
+    assert_eq!(reason(&h), "StorageChangeImpossible");
+    assert!(
+        h.message()
+            .starts_with("spec.redis.storage.storageClassName"),
+        "{}",
+        h.message()
+    );
+
+    // Members on emptyDirs: storage cannot be added.
+    world.members = Some(Members {
+        name: "live".into(),
+        ..Members::default()
+    });
+    let h = stalled(&world);
+    assert!(
+        h.message()
+            .starts_with("spec.redis.storage: set on a store whose members run on emptyDirs"),
+        "{}",
+        h.message()
+    );
+
+    world.members = Some(members("2048Mi", Some("fast"), None));
+    assert!(
+        redis::validate(&rs, o.clone(), &world).is_ok(),
+        "the same size, written differently"
+    );
+}
+
+#[test]
+fn patroni_major_upgrade_and_claim_growth_stall_naming_the_field() {
+    let yaml = "apiVersion: guestbook-operator.dev/v1alpha1\nkind: PatroniCluster\nmetadata: {name: db}\nspec:\n  members: 1\n  postgresql: {version: 18}\n  storage: {size: 1Gi}\n";
+    let mut pc: PatroniCluster = serde_yaml_ng::from_str(yaml).expect("fixture");
+    let o = owner(&mut pc, "PatroniCluster");
+    let mut world = patroni::World {
+        members: Some(members("1Gi", None, Some(17))),
+        ..patroni::World::assumed(&pc)
+    };
+    let h = health(patroni::validate(&pc, o.clone(), &world));
+    assert_eq!(reason(&h), "MajorUpgradeNotImplemented");
+    assert!(
+        h.message()
+            .starts_with("spec.postgresql.version: 18 but the cluster's data is PostgreSQL 17"),
+        "{}",
+        h.message()
+    );
+
+    world.members = Some(members("512Mi", None, Some(18)));
+    let h = health(patroni::validate(&pc, o.clone(), &world));
+    assert_eq!(reason(&h), "StorageGrowthNotImplemented");
+    assert!(
+        h.message()
+            .starts_with("spec.storage.size: 1Gi is larger than the 512Mi"),
+        "{}",
+        h.message()
+    );
+
+    world.members = Some(members("1Gi", None, Some(18)));
+    assert!(patroni::validate(&pc, o, &world).is_ok());
 }

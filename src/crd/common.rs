@@ -14,23 +14,17 @@ pub const GROUP: &str = "guestbook-operator.dev";
 /// `kubectl get guestbook-operator` lists every kind of ours.
 pub const CATEGORY: &str = "guestbook-operator";
 
-/// Persistent storage for a store's data directory.
-///
-/// Transition rules (checked by the API server on every update, only where the old object had
-/// storage too): the size may grow but never shrink, and the class never changes, not even
-/// between unset and set. Both are properties of claims that already hold data: a
-/// PersistentVolumeClaim cannot shrink and its class is fixed for its life, and the
-/// StatefulSet's claim template cannot change at all.
+/// Persistent storage for a store's data directory. Its size may grow but never shrink and
+/// its class never changes: see [`super::transitions`], which holds the rules (at the root of
+/// each kind, where the status tells a change the store could not follow from one it ran).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new(FIXED_CLASS_RULE).message("is fixed once the claims exist: a PersistentVolumeClaim's class never changes (create a new resource and move the data to use another class)").field_path(".storageClassName").reason(Reason::FieldValueForbidden))]
 pub struct StorageSpec {
     /// Size of each member's PersistentVolumeClaim, as a Kubernetes quantity (for example `10Gi`).
     /// May grow (the operator reports what growing the running claims needs), never shrink.
     #[serde(default = "default_storage_size")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("must be a positive quantity such as 1Gi"))]
-    #[x_kube(validation = Rule::new(NO_SHRINK_RULE).message(Message::Expression(NO_SHRINK_MESSAGE.into())).reason(Reason::FieldValueForbidden))]
     pub size: String,
     /// StorageClass of the claims; the cluster's default class when omitted. Fixed once the
     /// claims exist (a claim's class cannot change; a StatefulSet cannot change its
@@ -57,14 +51,6 @@ impl Default for StorageSpec {
 fn default_storage_size() -> String {
     "1Gi".into()
 }
-
-/// Transition rule of a claim size: never smaller than before. Sizes that are not quantities
-/// are left to the rule that says so.
-pub(crate) const NO_SHRINK_RULE: &str = "!isQuantity(self) || !isQuantity(oldSelf) || quantity(self).compareTo(quantity(oldSelf)) >= 0";
-/// The message of [`NO_SHRINK_RULE`], naming the size the claims have.
-pub(crate) const NO_SHRINK_MESSAGE: &str = "'must not be smaller than ' + oldSelf + ': a PersistentVolumeClaim cannot shrink'";
-/// Transition rule of a storage class: set or unset as before, and the same name.
-const FIXED_CLASS_RULE: &str = "has(self.storageClassName) == has(oldSelf.storageClassName) && (!has(self.storageClassName) || self.storageClassName == oldSelf.storageClassName)";
 
 /// Whether PersistentVolumeClaims outlive their owner.
 #[derive(Serialize, Deserialize, Clone, Copy, Debug, Default, PartialEq, Eq, JsonSchema)]
@@ -123,30 +109,25 @@ pub struct BackupDestination {
     pub volume: BackupVolume,
 }
 
-/// The claim backups are written to.
-///
-/// While the operator's own claim is in use (no `claimName` before or after an update), its
-/// size cannot shrink and a class once named cannot change to another: the claim exists and
-/// a PersistentVolumeClaim allows neither. Naming a class where none was named is left to the
-/// API server at apply time: it is accepted when the name is the class the claim already has.
-/// `claimName` itself may change: new backups then go to the other claim and the old ones stay
-/// where they are (the operator never moves backups).
+/// The claim backups are written to. No transition rules: the PersistentVolumeClaim API
+/// refuses a smaller size or another class of the operator's own claim itself, and the
+/// operator reports that refusal (the claim, the field, the server's words); a rule on the
+/// spec would also refuse undoing an expansion the claim's class does not allow. `claimName`
+/// may change: new backups then go to the other claim, and the old ones stay where they are
+/// (the operator never moves backups).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new(BACKUP_NO_SHRINK_RULE).message(Message::Expression("'must not be smaller than ' + oldSelf.size + ': a PersistentVolumeClaim cannot shrink'".into())).field_path(".size").reason(Reason::FieldValueForbidden))]
-#[x_kube(validation = Rule::new("has(self.claimName) || has(oldSelf.claimName) || !has(self.storageClassName) || !has(oldSelf.storageClassName) || self.storageClassName == oldSelf.storageClassName").message("is fixed once the backup claim exists: a PersistentVolumeClaim's class never changes (name another claim in claimName instead)").field_path(".storageClassName").reason(Reason::FieldValueForbidden))]
 pub struct BackupVolume {
     /// Use this existing claim instead of one the operator creates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub claim_name: Option<String>,
-    /// Size of the claim the operator creates (ignored with `claimName`); may grow, never
-    /// shrink.
+    /// Size of the claim the operator creates (ignored with `claimName`).
     #[serde(default = "default_backup_size")]
     #[schemars(length(max = 32))]
     #[x_kube(validation = Rule::new("isQuantity(self) && quantity(self).isGreaterThan(quantity('0'))").message("must be a positive quantity such as 5Gi"))]
     pub size: String,
-    /// StorageClass of the claim the operator creates; fixed once named.
+    /// StorageClass of the claim the operator creates.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(length(max = 253))]
     pub storage_class_name: Option<String>,
@@ -161,9 +142,6 @@ impl Default for BackupVolume {
         }
     }
 }
-
-/// [`NO_SHRINK_RULE`] for the operator's own backup claim (no `claimName` before or after).
-const BACKUP_NO_SHRINK_RULE: &str = "has(self.claimName) || has(oldSelf.claimName) || !isQuantity(self.size) || !isQuantity(oldSelf.size) || quantity(self.size).compareTo(quantity(oldSelf.size)) >= 0";
 
 fn default_backup_size() -> String {
     "5Gi".into()

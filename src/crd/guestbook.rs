@@ -5,6 +5,7 @@ use super::common::{
     ServiceSpec, StoreStatus, TierStatus, conditions_schema,
 };
 use super::redis_sentinel::RedisSentinelSpec;
+use super::transitions;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -34,7 +35,10 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Store", type_ = "string", json_path = ".status.redisStore"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters: it prefixes the names of the objects the operator creates")
+    validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters: it prefixes the names of the objects the operator creates"),
+    validation = transitions::fixed_storage("spec.redis.spec.redis", &transitions::app_undo("redis")),
+    validation = transitions::no_shrink("spec.redis.spec.redis.storage", &transitions::app_undo("redis")),
+    validation = transitions::fixed_class("spec.redis.spec.redis.storage", &transitions::app_undo("redis"))
 )]
 #[serde(rename_all = "camelCase")]
 pub struct GuestbookSpec {

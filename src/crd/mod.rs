@@ -5,6 +5,7 @@ pub mod common;
 pub mod guestbook;
 pub mod patroni_cluster;
 pub mod redis_sentinel;
+pub mod transitions;
 pub mod vote_app;
 
 pub use guestbook::Guestbook;

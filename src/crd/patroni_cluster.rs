@@ -4,6 +4,7 @@ use super::common::{
     BackupSpec, BackupStatus, CRON_RULE, ExporterSpec, IMAGE_RULE, Resources, SchedulingSpec,
     StorageSpec, conditions_schema,
 };
+use super::transitions;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -35,7 +36,10 @@ use std::collections::BTreeMap;
     printcolumn(name = "Last-Backup", type_ = "date", json_path = ".status.lastBackup.time", priority = 1),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters: it prefixes the names of the objects the operator creates")
+    validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters: it prefixes the names of the objects the operator creates"),
+    validation = transitions::no_downgrade("spec.postgresql", &transitions::store_undo()),
+    validation = transitions::no_shrink("spec.storage", &transitions::store_undo()),
+    validation = transitions::fixed_class("spec.storage", &transitions::store_undo())
 )]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("!has(self.databases) || self.databases.all(d, !has(d.owner) || d.owner == 'postgres' || (has(self.users) && self.users.exists(u, u.name == d.owner)))").message("every database owner must be 'postgres' or one of spec.users").field_path(".databases"))]
@@ -103,13 +107,12 @@ pub fn default_patroni_image() -> String {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresqlSpec {
-    /// Major version; must match the binaries in `image`. Never lowered (a transition rule):
+    /// Major version; must match the binaries in `image`. Never lowered (see [`super::transitions`]):
     /// an older PostgreSQL cannot read a newer one's data directory. Raising it needs a major
     /// upgrade of the data, which the operator does not do yet: it reports the cluster
     /// `Stalled` instead of starting the new binaries on the old data.
     #[serde(default = "default_pg_version")]
     #[schemars(range(min = 13, max = 18))]
-    #[x_kube(validation = Rule::new("self >= oldSelf").message("must not be lowered: PostgreSQL cannot read the data directory of a newer major version (restore a backup into a new cluster instead)").reason(kube::core::Reason::FieldValueForbidden))]
     pub version: i32,
     /// postgresql.conf parameters, applied through Patroni's dynamic configuration (restarts
     /// only where PostgreSQL needs one, replicas first).

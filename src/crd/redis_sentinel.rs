@@ -4,6 +4,7 @@ use super::common::{
     BackupSpec, BackupStatus, ExporterSpec, IMAGE_RULE, Resources, SchedulingSpec, SecretKeyRef,
     StorageSpec, conditions_schema,
 };
+use super::transitions;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -57,7 +58,10 @@ pub const RESERVED_REDIS_DIRECTIVES: &[&str] = &[
     printcolumn(name = "Sentinels", type_ = "integer", json_path = ".status.sentinelsAgreeing"),
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
-    validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters: it prefixes the names of the objects the operator creates")
+    validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters: it prefixes the names of the objects the operator creates"),
+    validation = transitions::fixed_storage("spec.redis", &transitions::store_undo()),
+    validation = transitions::no_shrink("spec.redis.storage", &transitions::store_undo()),
+    validation = transitions::fixed_class("spec.redis.storage", &transitions::store_undo())
 )]
 #[serde(rename_all = "camelCase")]
 pub struct RedisSentinelSpec {
@@ -81,15 +85,9 @@ pub struct RedisSentinelSpec {
     pub scheduling: Option<SchedulingSpec>,
 }
 
-/// The Redis StatefulSet.
-///
-/// `storage` cannot be added to or removed from an existing store (a transition rule): the
-/// members' data directory would switch between claims and emptyDirs, which a StatefulSet
-/// cannot change, and data on either side would be left behind. The rule is only evaluated
-/// where the old object had `redis` too, so the operator also checks the live StatefulSet.
+/// The Redis StatefulSet. `storage` is chosen once (see [`super::transitions`]).
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
-#[x_kube(validation = Rule::new("has(self.storage) == has(oldSelf.storage)").message("cannot be added to or removed from an existing store: its members' data would switch between claims and emptyDirs, which a StatefulSet cannot do (create a new RedisSentinel instead)").field_path(".storage").reason(kube::core::Reason::FieldValueForbidden))]
 #[x_kube(validation = Rule::new("self.durability.minReplicasToWrite < self.replicas").message("durability.minReplicasToWrite must be less than replicas, or the master could never accept a write").field_path(".durability.minReplicasToWrite"))]
 pub struct RedisSpec {
     /// Number of Redis servers, master included (3 = a master and two replicas).

@@ -6,6 +6,7 @@ use super::common::{
 };
 use super::guestbook::RedisStoreBinding;
 use super::patroni_cluster::PatroniClusterSpec;
+use super::transitions;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
@@ -37,7 +38,13 @@ use serde::{Deserialize, Serialize};
     printcolumn(name = "Reason", type_ = "string", json_path = ".status.conditions[?(@.type==\"Ready\")].reason", priority = 1),
     printcolumn(name = "Age", type_ = "date", json_path = ".metadata.creationTimestamp"),
     validation = Rule::new("size(self.metadata.name) <= 40").message("metadata.name must be at most 40 characters: it prefixes the names of the objects the operator creates"),
-    validation = Rule::new("has(self.spec.redis) || (has(self.spec.queue) && self.spec.queue.mode == 'PerPod')").message("spec.redis is required unless spec.queue.mode is PerPod (votes then queue in each vote pod)")
+    validation = Rule::new("has(self.spec.redis) || (has(self.spec.queue) && self.spec.queue.mode == 'PerPod')").message("spec.redis is required unless spec.queue.mode is PerPod (votes then queue in each vote pod)"),
+    validation = transitions::fixed_storage("spec.redis.spec.redis", &transitions::app_undo("redis")),
+    validation = transitions::no_shrink("spec.redis.spec.redis.storage", &transitions::app_undo("redis")),
+    validation = transitions::fixed_class("spec.redis.spec.redis.storage", &transitions::app_undo("redis")),
+    validation = transitions::no_downgrade("spec.postgres.spec.postgresql", &transitions::app_undo("postgres")),
+    validation = transitions::no_shrink("spec.postgres.spec.storage", &transitions::app_undo("postgres")),
+    validation = transitions::fixed_class("spec.postgres.spec.storage", &transitions::app_undo("postgres"))
 )]
 #[serde(rename_all = "camelCase")]
 pub struct VoteAppSpec {

@@ -1,7 +1,9 @@
 //! The API server itself enforces the schema and CEL rules of our CRDs, transition rules
 //! (`oldSelf`) included.
 
-use crate::support::{TestNamespace, apply_yaml, client, install_crds, repo};
+use crate::support::{TestNamespace, api_resource, apply_yaml, client, install_crds, repo};
+use kube::Api;
+use kube::api::{DynamicObject, Patch, PatchParams};
 
 #[tokio::test]
 async fn every_example_is_accepted() {
@@ -195,5 +197,42 @@ async fn changes_that_can_work_are_accepted() {
         apply_yaml(&c, &ns.name, yaml)
             .await
             .unwrap_or_else(|e| panic!("{what}: refused: {e}"));
+    }
+
+    // The way back: while the object (or the app, for an inline store) reports that the store
+    // cannot carry out the last change, undoing it passes; once it no longer says so, the same
+    // change is refused again. (The status is written here as the operator would write it.)
+    let undo = [
+        (
+            "PatroniCluster",
+            "grows",
+            pc("1536Mi", 18),
+            pc("1Gi", 17),
+            serde_json::json!({"status": {"conditions": [{"type": "Ready", "status": "False", "reason": "MajorUpgradeNotImplemented", "message": "spec.postgresql.version: ...", "lastTransitionTime": "2025-01-01T00:00:00Z"}]}}),
+        ),
+        (
+            "Guestbook",
+            "switches",
+            gb("{spec: {redis: {storage: {size: 2Gi}}}}"),
+            gb("{spec: {redis: {storage: {size: 1Gi}}}}"),
+            serde_json::json!({"status": {"redis": {"name": "switches-redis", "owned": true, "ready": false, "reason": "StorageGrowthNotImplemented"}}}),
+        ),
+    ];
+    for (kind, name, change, back, status) in &undo {
+        apply_yaml(&c, &ns.name, change)
+            .await
+            .unwrap_or_else(|e| panic!("{kind}: the change refused: {e}"));
+        assert!(
+            apply_yaml(&c, &ns.name, back).await.is_err(),
+            "{kind}: undone without a word from the store"
+        );
+        let api: Api<DynamicObject> =
+            Api::namespaced_with(c.clone(), &ns.name, &api_resource(kind));
+        api.patch_status(name, &PatchParams::default(), &Patch::Merge(status))
+            .await
+            .unwrap_or_else(|e| panic!("{kind}: status: {e}"));
+        apply_yaml(&c, &ns.name, back).await.unwrap_or_else(|e| {
+            panic!("{kind}: undoing what the store could not carry out refused: {e}")
+        });
     }
 }

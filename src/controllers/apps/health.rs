@@ -1,12 +1,17 @@
 //! Pure: an app's tiers and stores summed up into its health. Ready only when every tier has
 //! all its pods available on the current template and every store is Ready; otherwise
-//! `Reconciling`, naming what it waits for.
+//! `Reconciling`, naming what it waits for — first a tier whose pods show a problem the user
+//! must act on (an image that cannot be pulled, a pod that cannot be scheduled), quoting the
+//! cluster.
 
 use crate::crd::common::TierStatus;
 use crate::k8s::cache::ChildCache;
 use crate::k8s::children::ChildKind;
 use crate::k8s::conditions::Health;
-use crate::k8s::pods::status_count;
+use crate::k8s::diagnose;
+use crate::k8s::pods::{component_pods, status_count};
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::Store;
 
 /// A tier's counts from its Deployment (wanted pods as the live object has them: the
 /// autoscaler's count when it owns the tier).
@@ -52,10 +57,37 @@ pub fn tier_waiting(
         .then(|| format!("{component} {available}/{wanted} available, {updated}/{wanted} updated"))
 }
 
-/// The app's health: the first store it waits for, else the tiers it waits for, else Ready
-/// with `ready` as the message.
-pub fn assess(store_waits: Vec<Health>, tier_waits: Vec<String>, ready: String) -> Health {
-    if let Some(h) = store_waits.into_iter().next() {
+/// The problem the pods of a waiting tier show (see [`diagnose`]), as the app's health.
+/// `app` and `instance` select the pods (the app's name label and the object's name).
+pub fn tier_problem(
+    pods: &Store<Pod>,
+    ns: &str,
+    (app, instance): (&str, &str),
+    component: &str,
+    waiting: bool,
+) -> Option<Health> {
+    if !waiting {
+        return None;
+    }
+    let pods = component_pods(pods, ns, instance, app, component);
+    let pods: Vec<&Pod> = pods.iter().map(AsRef::as_ref).collect();
+    let p = diagnose::diagnose(&pods, &[])?;
+    Some(Health::progressing(
+        p.reason,
+        format!("{component} tier: {}", p.message),
+    ))
+}
+
+/// The app's health: the first tier problem, else the first store it waits for, else the
+/// tiers it waits for, else Ready with `ready` as the message. A tier's problem comes before
+/// a store that is starting: it will not go away by waiting.
+pub fn assess(
+    problems: Vec<Health>,
+    store_waits: Vec<Health>,
+    tier_waits: Vec<String>,
+    ready: String,
+) -> Health {
+    if let Some(h) = problems.into_iter().chain(store_waits).next() {
         return h;
     }
     if !tier_waits.is_empty() {

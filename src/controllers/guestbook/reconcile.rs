@@ -37,7 +37,7 @@ async fn run(gb: Arc<Guestbook>, ctx: Arc<Context>) -> Result<Action> {
     let keep = [ChildKind::RedisSentinel];
     let applied = apply::sync_keeping(&ctx.client, cache, &v.owner, &children, &keep).await;
     let routes = route::sync(&ctx.client, &v.owner, &routes).await?;
-    let tiers = status::tiers(&gb, &v, cache);
+    let tiers = status::tiers(&gb, &v, cache, &ctx.caches.owned.pods(KIND));
     let health = if routes.api_missing {
         route::api_missing("spec.httpRoute")
     } else {

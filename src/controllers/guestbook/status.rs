@@ -2,7 +2,7 @@
 
 use super::names::{APP, FRONTEND, PROXY};
 use super::validate::Validated;
-use crate::controllers::apps::health::{self, tier_status, tier_waiting};
+use crate::controllers::apps::health::{self, tier_problem, tier_status, tier_waiting};
 use crate::controllers::apps::stores::waiting_for;
 use crate::crd::Guestbook;
 use crate::crd::common::TierStatus;
@@ -10,22 +10,46 @@ use crate::crd::guestbook::GuestbookStatus;
 use crate::k8s::cache::ChildCache;
 use crate::k8s::conditions::Health;
 use crate::k8s::labels;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::Store;
 
 /// What one reconcile read of the app's tiers.
 pub struct Tiers {
     pub frontend: TierStatus,
     pub proxy: Option<TierStatus>,
+    /// Problems the pods of waiting tiers show (from the app's pod cache), frontend first.
+    pub problems: Vec<Health>,
 }
 
-pub fn tiers(gb: &Guestbook, v: &Validated, cache: &ChildCache) -> Tiers {
+pub fn tiers(gb: &Guestbook, v: &Validated, cache: &ChildCache, pods: &Store<Pod>) -> Tiers {
     let ns = &v.owner.namespace;
+    let frontend = tier_status(cache, ns, &v.names.frontend);
+    let proxy = gb
+        .spec
+        .proxy
+        .as_ref()
+        .map(|_| tier_status(cache, ns, &v.names.proxy));
+    let app = (APP, v.owner.name.as_str());
+    let waiting = |name: &str, component: &str, t: &TierStatus| {
+        tier_waiting(cache, ns, name, component, t).is_some()
+    };
+    let mut problems: Vec<Health> = tier_problem(
+        pods,
+        ns,
+        app,
+        FRONTEND,
+        waiting(&v.names.frontend, FRONTEND, &frontend),
+    )
+    .into_iter()
+    .collect();
+    if let Some(p) = &proxy {
+        let waits = waiting(&v.names.proxy, PROXY, p);
+        problems.extend(tier_problem(pods, ns, app, PROXY, waits));
+    }
     Tiers {
-        frontend: tier_status(cache, ns, &v.names.frontend),
-        proxy: gb
-            .spec
-            .proxy
-            .as_ref()
-            .map(|_| tier_status(cache, ns, &v.names.proxy)),
+        frontend,
+        proxy,
+        problems,
     }
 }
 
@@ -50,7 +74,12 @@ pub fn assess(v: &Validated, cache: &ChildCache, t: &Tiers) -> Health {
         ready.push_str(&format!(", proxy {} available", count(p)));
     }
     ready.push_str(&format!("; Redis store {} Ready", v.store.name));
-    health::assess(store.into_iter().collect(), waits, ready)
+    health::assess(
+        t.problems.clone(),
+        store.into_iter().collect(),
+        waits,
+        ready,
+    )
 }
 
 pub fn fill(s: &mut GuestbookStatus, gb: &Guestbook, v: &Validated, t: Tiers) {

@@ -8,9 +8,19 @@ use crate::crd::PatroniCluster;
 use crate::crd::common::BackupStatus;
 use crate::crd::patroni_cluster::{PatroniClusterStatus, PatroniMemberStatus};
 use crate::k8s::conditions::Health;
+use crate::k8s::diagnose::{self, Problem};
 use crate::k8s::labels;
 use crate::k8s::pods::is_ready;
 use crate::stores::patroni::Cluster;
+
+/// Reasons that only say the cluster is not there yet: the pods' own problem, when they show
+/// one, is reported instead (see [`crate::k8s::diagnose`]).
+const WAITING: &[&str] = &["PodsStarting", "NoLeader", "ReplicasStarting"];
+
+/// The health to report: a waiting one explained by the pods' problem, if they show one.
+pub fn explain(health: Health, trouble: Option<&Problem>) -> Health {
+    diagnose::explain(health, trouble, WAITING)
+}
 
 /// Member pods whose Ready condition is True.
 pub fn ready_count(pods: &[MemberPod]) -> i32 {

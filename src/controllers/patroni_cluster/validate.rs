@@ -3,14 +3,24 @@
 //! of every Secret the cluster reads, or the reason it stalls.
 
 use super::names::Names;
+use crate::controllers::WAITING_RECHECK;
 use crate::crd::PatroniCluster;
 use crate::k8s::conditions::{Extra, Health};
+use crate::k8s::diagnose::Problem;
+use crate::k8s::live::{self, Members};
 use crate::k8s::owner::Owner;
 use crate::k8s::secrets::SecretRef;
+use std::time::Duration;
 
-/// What the spec points at, as found in the cluster.
+/// What the spec points at, and what already runs, as found in the cluster.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct World {
+    /// The live member StatefulSet, once it exists: its claims and binaries are what the data
+    /// was made with.
+    pub members: Option<Members>,
+    /// The most telling problem of the member pods (pending claims, unschedulable pods, images
+    /// that cannot be pulled), reported instead of "starting".
+    pub trouble: Option<Problem>,
     /// Secrets the spec names: (spec field, name, found).
     pub secrets: Vec<(String, String, SecretRef)>,
     /// (name, exists)
@@ -83,6 +93,16 @@ pub fn validate(pc: &PatroniCluster, owner: Owner, world: &World) -> Result<Vali
             SecretRef::Present => {}
         }
     }
+    // What runs first: a class that differs from the live claims' is the change at fault,
+    // whether or not the new one exists.
+    if let Some(m) = &world.members {
+        let storage = live::storage_change("spec.storage", Some(&pc.spec.storage), m);
+        let version = pc.spec.postgresql.version;
+        let major = live::postgres_major_change("spec.postgresql.version", version, m);
+        if let Some(stalled) = storage.or(major) {
+            return Err(stalled);
+        }
+    }
     if let Some((class, false)) = &world.storage_class {
         return Err(Health::stalled(
             "StorageClassNotFound",
@@ -135,4 +155,11 @@ pub fn warnings(pc: &PatroniCluster) -> Vec<Extra> {
         reason: "StockAppCredentials".into(),
         message: "spec.auth.stockAppCredentials is true: the superuser is postgres/postgres, as the stock voting app requires; only the app's own pods may reach the database".into(),
     }]
+}
+
+/// When to look again at an object stalled on `stalled`: after a minute for a StorageClass,
+/// which the operator may only read, not watch (so its creation wakes nothing); never for the
+/// rest, whose fix arrives as a watch event (the object, its Secrets, its claims).
+pub fn recheck(stalled: &Health) -> Option<Duration> {
+    (stalled.reason() == "StorageClassNotFound").then_some(WAITING_RECHECK)
 }

@@ -10,9 +10,19 @@ use crate::crd::redis_sentinel::{RedisMasterStatus, RedisSentinelStatus};
 use crate::k8s::cache::ChildCache;
 use crate::k8s::children::ChildKind;
 use crate::k8s::conditions::Health;
+use crate::k8s::diagnose::{self, Problem};
 use crate::k8s::labels;
 use crate::k8s::pods::status_count;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
+
+/// Reasons that only say the store is not there yet: the pods' own problem, when they show
+/// one, is reported instead (see [`crate::k8s::diagnose`]).
+const WAITING: &[&str] = &["PodsStarting", "FailoverInProgress", "NoMaster"];
+
+/// The health to report: a waiting one explained by the pods' problem, if they show one.
+pub fn explain(health: Health, trouble: Option<&Problem>) -> Health {
+    diagnose::explain(health, trouble, WAITING)
+}
 
 /// Pure: where the rollout stands, from the StatefulSets' own status.
 pub fn rollout(rs: &RedisSentinel, v: &Validated, cache: &ChildCache) -> Health {

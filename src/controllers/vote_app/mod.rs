@@ -17,7 +17,7 @@ use crate::crd::{PatroniCluster, RedisSentinel, VoteApp};
 use crate::k8s::cache::{OwnedCaches, watch_children};
 use crate::k8s::children::ChildKind;
 use crate::k8s::sync::Synced;
-use crate::k8s::watches::{main_controller, referrers, scoped_api};
+use crate::k8s::watches::{main_controller, referrers, scoped_api, watch_pods};
 use kube::runtime::{Controller, watcher};
 use kube::{Client, ResourceExt};
 use names::{KIND, Names};
@@ -85,7 +85,10 @@ pub fn controller(
                 referrers(&c, changed.namespace(), |app| app.name_any() != name)
             },
         );
+    // The tiers' pods: what a tier that does not become available shows (image pulls,
+    // scheduling) is reported in status, and a change to it wakes the app.
+    let (ctl, pods) = watch_pods(ctl, client, namespace, KIND, synced);
     let (ctl, children) = watch_children(ctl, client, namespace, KIND, CHILD_KINDS, synced);
-    owned.insert(KIND, children, None);
+    owned.insert(KIND, children, Some(pods));
     ctl
 }

@@ -50,7 +50,7 @@ async fn run(app: Arc<VoteApp>, ctx: Arc<Context>) -> Result<Action> {
     let applied = apply::sync_keeping(&ctx.client, cache, &v.owner, &children, &keep).await;
     let routes = route::sync(&ctx.client, &v.owner, &routes).await?;
     announce(&ctx, &app, &v, &inputs, queue_length).await;
-    let tiers = status::tiers(&v, cache);
+    let tiers = status::tiers(&v, cache, &ctx.caches.owned.pods(KIND));
     let health = if routes.api_missing {
         route::api_missing("spec.vote.httpRoute/spec.result.httpRoute")
     } else {

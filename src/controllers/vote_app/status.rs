@@ -1,27 +1,47 @@
 //! Pure: a VoteApp's health from its tiers and stores, and the status written from it.
 
-use super::names::{RESULT, VOTE, WORKER};
+use super::names::{APP, RESULT, VOTE, WORKER};
 use super::validate::Validated;
-use crate::controllers::apps::health::{self, tier_status, tier_waiting};
+use crate::controllers::apps::health::{self, tier_problem, tier_status, tier_waiting};
 use crate::controllers::apps::stores::waiting_for;
 use crate::crd::common::TierStatus;
 use crate::crd::vote_app::{QueueMode, VoteAppStatus};
 use crate::k8s::cache::ChildCache;
 use crate::k8s::conditions::Health;
+use k8s_openapi::api::core::v1::Pod;
+use kube::runtime::reflector::Store;
 
 /// What one reconcile read of the app's tiers.
 pub struct Tiers {
     pub vote: TierStatus,
     pub result: TierStatus,
     pub worker: Option<TierStatus>,
+    /// Problems the pods of waiting tiers show (from the app's pod cache), in tier order.
+    pub problems: Vec<Health>,
 }
 
-pub fn tiers(v: &Validated, cache: &ChildCache) -> Tiers {
+pub fn tiers(v: &Validated, cache: &ChildCache, pods: &Store<Pod>) -> Tiers {
     let ns = &v.owner.namespace;
+    let vote = tier_status(cache, ns, &v.names.vote);
+    let result = tier_status(cache, ns, &v.names.result);
+    let worker = (v.mode == QueueMode::Shared).then(|| tier_status(cache, ns, &v.names.worker));
+    let app = (APP, v.owner.name.as_str());
+    let mut problems = Vec::new();
+    let tiers = [
+        (&v.names.vote, VOTE, Some(&vote)),
+        (&v.names.result, RESULT, Some(&result)),
+        (&v.names.worker, WORKER, worker.as_ref()),
+    ];
+    for (name, component, status) in tiers {
+        let Some(t) = status else { continue };
+        let waits = tier_waiting(cache, ns, name, component, t).is_some();
+        problems.extend(tier_problem(pods, ns, app, component, waits));
+    }
     Tiers {
-        vote: tier_status(cache, ns, &v.names.vote),
-        result: tier_status(cache, ns, &v.names.result),
-        worker: (v.mode == QueueMode::Shared).then(|| tier_status(cache, ns, &v.names.worker)),
+        vote,
+        result,
+        worker,
+        problems,
     }
 }
 
@@ -57,7 +77,7 @@ pub fn assess(v: &Validated, cache: &ChildCache, t: &Tiers) -> Health {
         ready.push_str(&format!(", worker {}", count(w)));
     }
     ready.push_str(" available; stores Ready");
-    health::assess(stores, waits, ready)
+    health::assess(t.problems.clone(), stores, waits, ready)
 }
 
 /// What the reconcile observed beyond the tiers.
