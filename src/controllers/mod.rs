@@ -132,7 +132,14 @@ where
         .map(|c| (c.reason.as_str(), c.message.as_str()));
     let now = (verdict.health.reason(), verdict.health.message());
     let stalled = matches!(verdict.health, Health::Stalled { .. });
-    if (stalled || failed) && was != Some(now) {
+    // A problem the pods show (a pending claim, an image pull) is one failure while its reason
+    // stands: the kubelet's words change with every retry.
+    let diagnosed = crate::k8s::diagnose::is_diagnosis(now.0);
+    let distinct = match diagnosed {
+        true => was.map(|w| w.0) != Some(now.0),
+        false => was != Some(now),
+    };
+    if (stalled || failed || diagnosed) && distinct {
         publish(ctx, obj, EventType::Warning, now.0, "Reconcile", now.1).await;
     }
     Ok(())

@@ -5,14 +5,16 @@
 
 use super::build::{self, Inputs};
 use super::jobs::{job_failed, job_pods, newest_result, restore_health, roles_health};
-use super::names::{API_PORT, BACKUP, KIND, POSTGRES, RESTORE, RESTORE_CHECK};
+use super::names::{API_PORT, APP, BACKUP, KIND, Names, POSTGRES, RESTORE, RESTORE_CHECK};
 use super::operate::{self, MemberPod};
 use super::roles;
 use super::status::{self, JobResults};
 use super::validate::{self, Validated, World, referenced_secrets};
 use crate::context::Context;
 use crate::controllers::credentials;
-use crate::controllers::{Verdict, conclude, finish, instrumented, job_results, publish};
+use crate::controllers::{
+    Verdict, WAITING_RECHECK, conclude, finish, instrumented, job_results, publish,
+};
 use crate::crd::PatroniCluster;
 use crate::crd::common::BackupStatus;
 use crate::crd::patroni_cluster::PatroniClusterStatus;
@@ -21,8 +23,10 @@ use crate::k8s::apply;
 use crate::k8s::cache::ChildCache;
 use crate::k8s::children::ChildKind;
 use crate::k8s::conditions::{Extra, Health};
+use crate::k8s::diagnose;
+use crate::k8s::live::Members;
 use crate::k8s::owner::Owner;
-use crate::k8s::pods::update_revision;
+use crate::k8s::pods::{component_pods, update_revision};
 use crate::k8s::secrets::{self, random_password};
 use crate::stores::patroni::{self, Cluster};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
@@ -46,6 +50,7 @@ async fn run(pc: Arc<PatroniCluster>, ctx: Arc<Context>) -> Result<Action> {
         Err(stalled) => {
             let verdict = Verdict {
                 extras: validate::warnings(&pc),
+                requeue: validate::recheck(&stalled),
                 ..Verdict::new(stalled)
             };
             return finish(&ctx, pc.as_ref(), verdict, |_| {}).await;
@@ -112,8 +117,12 @@ async fn run(pc: Arc<PatroniCluster>, ctx: Arc<Context>) -> Result<Action> {
     let mut extras = validate::warnings(&pc);
     extras.extend(backup_warning);
     extras.extend(restore_check_warning(jobs.restore_check.as_ref()));
+    let health = status::explain(health, world.trouble.as_ref());
     let requeue = requeue.unwrap_or(if matches!(health, Health::Ready { .. }) {
         ctx.settings.safety_poll
+    } else if diagnose::is_diagnosis(health.reason()) {
+        // The pods' events say when the claim binds or the image arrives.
+        WAITING_RECHECK
     } else {
         ctx.settings.converging_poll
     });
@@ -161,6 +170,18 @@ async fn dereference(ctx: &Context, pc: &PatroniCluster, owner: &Owner) -> Resul
         let claim = &b.from_backup.claim_name;
         world.bootstrap_claim = Some((claim.clone(), api.get_metadata_opt(claim).await?.is_some()));
     }
+    // What already runs, from the caches (which must have listed): the members' StatefulSet
+    // and pods.
+    ctx.synced.wait().await;
+    let sts = Names::of(&owner.name).statefulset;
+    let live = ctx.caches.owned.children(KIND);
+    let live = live.get(ChildKind::StatefulSet, ns, &sts);
+    world.members = live.and_then(|s| Members::of(&s));
+    let store = ctx.caches.owned.pods(KIND);
+    let pods = component_pods(&store, ns, &owner.name, APP, POSTGRES);
+    let pods: Vec<&Pod> = pods.iter().map(AsRef::as_ref).collect();
+    let claims = diagnose::read_claims(&ctx.client, ns, &diagnose::claims_to_check(&pods)).await;
+    world.trouble = diagnose::diagnose(&pods, &claims);
     Ok(world)
 }
 

@@ -2,23 +2,32 @@
 //! replication and Sentinel monitoring, follow failovers, roll, read backup results) → status.
 
 use super::build::{self, Inputs};
-use super::names::{BACKUP, KIND};
+use super::names::{APP, BACKUP, KIND, Names, REDIS, SENTINEL};
 use super::rollout::{self, Observed};
 use super::status::{self, Topology};
 use super::validate::{self, Validated, World};
 use super::{follow, heal, topology};
 use crate::context::Context;
 use crate::controllers::credentials::{self, Guarded};
-use crate::controllers::{Verdict, conclude, finish, instrumented, job_results, publish};
+use crate::controllers::{
+    Verdict, WAITING_RECHECK, conclude, finish, instrumented, job_results, publish,
+};
 use crate::crd::RedisSentinel;
 use crate::crd::common::BackupStatus;
 use crate::crd::redis_sentinel::RedisSentinelStatus;
 use crate::error::Result;
 use crate::k8s::apply;
 use crate::k8s::cache::ChildCache;
+use crate::k8s::children::ChildKind;
 use crate::k8s::conditions::{Extra, Health};
+use crate::k8s::diagnose;
+use crate::k8s::live::Members;
 use crate::k8s::owner::Owner;
+use crate::k8s::pods::component_pods;
 use crate::k8s::secrets;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::api::storage::v1::StorageClass;
+use kube::Api;
 use kube::runtime::controller::Action;
 use kube::runtime::events::EventType;
 use std::sync::Arc;
@@ -36,6 +45,7 @@ async fn run(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Action> {
         Err(stalled) => {
             let verdict = Verdict {
                 extras: validate::warnings(&rs),
+                requeue: validate::recheck(&stalled),
                 ..Verdict::new(stalled)
             };
             return finish(&ctx, rs.as_ref(), verdict, |_| {}).await;
@@ -62,13 +72,17 @@ async fn run(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Action> {
     let acted = act(&ctx, &rs, &v, cache, &creds).await?;
     let mut extras = validate::warnings(&rs);
     extras.extend(acted.backup_warning);
-    let requeue = if matches!(acted.health, Health::Ready { .. }) {
+    let health = status::explain(acted.health, world.trouble.as_ref());
+    let requeue = if matches!(health, Health::Ready { .. }) {
         ctx.settings.safety_poll
+    } else if diagnose::is_diagnosis(health.reason()) {
+        // The pods' events say when the claim binds or the image arrives.
+        WAITING_RECHECK
     } else {
         ctx.settings.converging_poll
     };
     let verdict = Verdict {
-        health: acted.health,
+        health,
         extras,
         requeue: Some(requeue),
     };
@@ -81,19 +95,31 @@ async fn run(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Action> {
     conclude(&ctx, rs.as_ref(), verdict, applied.failed, fill).await
 }
 
-/// What the spec references, as found in the cluster.
+/// What the spec references, and what already runs, as found in the cluster.
 async fn dereference(ctx: &Context, rs: &RedisSentinel, owner: &Owner) -> Result<World> {
     let mut world = World::default();
+    let ns = &owner.namespace;
     if let (true, Some(secret)) = (rs.spec.auth.enabled, &rs.spec.auth.existing_secret) {
-        let (found, _) = secrets::check(
-            &ctx.client,
-            &owner.namespace,
-            &secret.name,
-            Some(&secret.key),
-        )
-        .await?;
+        let (found, _) = secrets::check(&ctx.client, ns, &secret.name, Some(&secret.key)).await?;
         world.auth_secret = Some(found);
     }
+    let storage = rs.spec.redis.storage.as_ref();
+    if let Some(class) = storage.and_then(|s| s.storage_class_name.as_ref()) {
+        let api: Api<StorageClass> = Api::all(ctx.client.clone());
+        world.storage_class = Some((class.clone(), api.get_metadata_opt(class).await?.is_some()));
+    }
+    // The live objects come from the caches: they must have listed.
+    ctx.synced.wait().await;
+    let names = Names::of(&owner.name);
+    let live = ctx.caches.owned.children(KIND);
+    let sts = live.get(ChildKind::StatefulSet, ns, &names.redis);
+    world.members = sts.and_then(|s| Members::of(&s));
+    let store = ctx.caches.owned.pods(KIND);
+    let mut pods = component_pods(&store, ns, &owner.name, APP, REDIS);
+    pods.extend(component_pods(&store, ns, &owner.name, APP, SENTINEL));
+    let pods: Vec<&Pod> = pods.iter().map(AsRef::as_ref).collect();
+    let claims = diagnose::read_claims(&ctx.client, ns, &diagnose::claims_to_check(&pods)).await;
+    world.trouble = diagnose::diagnose(&pods, &claims);
     Ok(world)
 }
 
