@@ -276,3 +276,44 @@ async fn a_changed_store_reference_rewires_and_deletion_keeps_what_is_not_owned(
     }
     op.assert_no_reconcile_errors().await;
 }
+
+#[tokio::test]
+async fn a_fixed_service_name_held_by_another_owner_stalls_the_app() {
+    let c = client().await;
+    install_crds(&c).await;
+    let ns = TestNamespace::new(&c, "name-taken").await;
+    let op = Operator::start(&ns.name, "solo", &["--leader-election=false"]);
+    // A PatroniCluster named `db` owns a primary Service named `db`: the name the stock images need.
+    let store = "apiVersion: guestbook-operator.dev/v1alpha1\nkind: PatroniCluster\nmetadata: {name: db}\nspec: {members: 1, auth: {stockAppCredentials: true}}\n";
+    apply_yaml(&c, &ns.name, store).await.expect("the store");
+    let services: Api<Service> = Api::namespaced(c.clone(), &ns.name);
+    wait_for("the store's Service db", T, || async {
+        services.get_opt("db").await.ok().flatten()
+    })
+    .await;
+    let app = "apiVersion: guestbook-operator.dev/v1alpha1\nkind: VoteApp\nmetadata: {name: polls}\nspec:\n  redis: {name: queue}\n  postgres: {name: db}\n";
+    apply_yaml(&c, &ns.name, app).await.expect("the app");
+    let (status, reason, message) = wait_for("the app Stalled", T, || async {
+        crate::support::condition(&c, &ns.name, "VoteApp", "polls", "Stalled").await
+    })
+    .await;
+    assert_eq!(
+        (status.as_str(), reason.as_str()),
+        ("True", "ServiceNameTaken")
+    );
+    assert!(message.contains("PatroniCluster \"db\""), "{message}");
+    let owners: Vec<String> = services
+        .get("db")
+        .await
+        .expect("db")
+        .owner_references()
+        .iter()
+        .map(|r| r.kind.clone())
+        .collect();
+    assert_eq!(
+        owners,
+        ["PatroniCluster"],
+        "the app did not take the Service over"
+    );
+    drop(op);
+}

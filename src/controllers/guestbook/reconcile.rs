@@ -7,7 +7,7 @@ use super::names::KIND;
 use super::status;
 use super::validate::{self, Validated};
 use crate::context::Context;
-use crate::controllers::apps::{handoff, route};
+use crate::controllers::apps::{glue, handoff, route};
 use crate::controllers::{Verdict, conclude, finish, instrumented, publish};
 use crate::crd::Guestbook;
 use crate::error::Result;
@@ -31,8 +31,13 @@ async fn run(gb: Arc<Guestbook>, ctx: Arc<Context>) -> Result<Action> {
         Ok(v) => v,
         Err(stalled) => return finish(&ctx, gb.as_ref(), Verdict::new(stalled), |_| {}).await,
     };
-    let Built { children, routes } = build::build(&gb, &v)?;
+    let n = &gb.spec.redis_service_names;
+    let names = [n.leader.as_str(), n.follower.as_str()];
     let cache = ctx.caches.owned.children(KIND);
+    if let Some(stalled) = glue::taken(&ctx.client, cache, &v.owner, &names).await? {
+        return finish(&ctx, gb.as_ref(), Verdict::new(stalled), |_| {}).await;
+    }
+    let Built { children, routes } = build::build(&gb, &v)?;
     hand_over(&ctx, &gb, &v, cache).await?;
     let keep = [ChildKind::RedisSentinel];
     let applied = apply::sync_keeping(&ctx.client, cache, &v.owner, &children, &keep).await;

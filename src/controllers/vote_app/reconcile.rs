@@ -8,7 +8,7 @@ use super::queue;
 use super::status::{self, Observed};
 use super::validate::{self, Validated};
 use crate::context::Context;
-use crate::controllers::apps::{handoff, route};
+use crate::controllers::apps::{glue, handoff, route};
 use crate::controllers::{Verdict, conclude, finish, instrumented, publish};
 use crate::crd::VoteApp;
 use crate::crd::vote_app::QueueMode;
@@ -39,12 +39,19 @@ async fn run(app: Arc<VoteApp>, ctx: Arc<Context>) -> Result<Action> {
         Ok(v) => v,
         Err(stalled) => return finish(&ctx, app.as_ref(), Verdict::new(stalled), |_| {}).await,
     };
+    let names: &[&str] = match v.mode {
+        QueueMode::Shared => &[super::names::REDIS_SERVICE, super::names::DB_SERVICE],
+        QueueMode::PerPod => &[super::names::DB_SERVICE],
+    };
+    let cache = ctx.caches.owned.children(KIND);
+    if let Some(stalled) = glue::taken(&ctx.client, cache, &v.owner, names).await? {
+        return finish(&ctx, app.as_ref(), Verdict::new(stalled), |_| {}).await;
+    }
     let queue_length = queue_length(&ctx, &app, &v).await;
     let inputs = Inputs {
         workers: workers(&app, queue_length),
     };
     let Built { children, routes } = build::build(&app, &v, &inputs)?;
-    let cache = ctx.caches.owned.children(KIND);
     hand_over(&ctx, &app, &v, cache).await?;
     let keep = [ChildKind::RedisSentinel, ChildKind::PatroniCluster];
     let applied = apply::sync_keeping(&ctx.client, cache, &v.owner, &children, &keep).await;
