@@ -310,7 +310,7 @@ spec:
 const VOTE_PODS: &str = "app.kubernetes.io/component=vote,app.kubernetes.io/instance=polls";
 
 /// Voter ids whose vote was acknowledged (HTTP 200), and votes refused.
-#[derive(Default)]
+#[derive(Default, Clone)]
 struct Load {
     acked: BTreeSet<String>,
     refused: u32,
@@ -324,7 +324,7 @@ fn cast_votes(
     tokio::spawn(async move {
         let mut i = 0u64;
         while !stop.load(Ordering::SeqCst) {
-            let choice = if i % 2 == 0 { "a" } else { "b" };
+            let choice = if i.is_multiple_of(2) { "a" } else { "b" };
             i += 1;
             let outcome = apps_client::vote(&base, None, choice).await;
             {
@@ -588,7 +588,8 @@ async fn per_pod_queues_keep_every_acknowledged_vote_through_a_redis_kill_and_sc
         },
     )
     .await;
-    let load = load.lock().unwrap_or_else(|p| p.into_inner());
+    // The load task has stopped; a copy keeps the lock out of the awaits below.
+    let load = load.lock().unwrap_or_else(|p| p.into_inner()).clone();
     // Every acknowledged vote, or what the database holds after 30 s.
     let deadline = Instant::now() + Duration::from_secs(30);
     let counted = loop {

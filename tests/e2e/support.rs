@@ -261,6 +261,8 @@ pub struct Operator {
     child: Child,
     pub addr: SocketAddr,
     pub log: PathBuf,
+    /// The identity it runs as; checks on drop that no request was refused (see rbac.rs).
+    _rbac: crate::rbac::Guard,
 }
 
 /// The operator binary the suite runs: this build's, or the one `GBO_E2E_OPERATOR_BIN` names
@@ -282,13 +284,15 @@ impl Operator {
         Self::start_as(ns, identity, extra, None)
     }
 
-    /// [`Operator::start`] with the credentials of `kubeconfig` instead of the test's.
+    /// [`Operator::start`] with the credentials of `kubeconfig` instead of the chart's identity
+    /// (the ServiceAccount and RBAC the Helm chart creates, see identity.rs), the default.
     pub fn start_as(ns: &str, identity: &str, extra: &[&str], kubeconfig: Option<&Path>) -> Self {
         let addr = free_port();
         let log = repo(&format!("target/e2e-logs/{ns}-{identity}.log"));
         std::fs::create_dir_all(log.parent().expect("log dir")).expect("create log dir");
         let out = std::fs::File::create(&log).expect("create log file");
         let err = out.try_clone().expect("clone log file");
+        let rbac = crate::rbac::Guard::new(ns, kubeconfig, &log);
         let mut cmd = Command::new(operator_bin());
         cmd.args([
             "run",
@@ -317,9 +321,7 @@ impl Operator {
         .stdin(Stdio::null())
         .stdout(out)
         .stderr(err);
-        if let Some(k) = kubeconfig {
-            cmd.env("KUBECONFIG", k);
-        }
+        cmd.env("KUBECONFIG", rbac.kubeconfig());
         // If the test process dies without unwinding (a timeout's SIGKILL), the operator must
         // not live on acting on addresses later tests reuse.
         // SAFETY: prctl is async-signal-safe and touches no memory of the parent.
@@ -332,7 +334,12 @@ impl Operator {
             });
         }
         let child = cmd.spawn().expect("start the operator binary");
-        Self { child, addr, log }
+        Self {
+            child,
+            addr,
+            log,
+            _rbac: rbac,
+        }
     }
 
     pub fn pid(&self) -> i32 {
