@@ -15,6 +15,7 @@ pub mod vote_app;
 
 use crate::context::Context;
 use crate::error::{Error, Result, backoff};
+use crate::k8s::apply::Applied;
 use crate::k8s::conditions::{self, Extra, Health};
 use crate::k8s::status::{KStatus, apply_status};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Time;
@@ -237,19 +238,33 @@ where
     )
 }
 
-/// Concludes a reconcile: [`finish`] when every child was accepted, else
-/// [`finish_with_failures`].
+/// Concludes a reconcile from what apply and prune did: a Warning event per child put back
+/// after another manager changed it (naming the field and the manager), then [`finish`] when
+/// every child was accepted, else [`finish_with_failures`].
 pub async fn conclude<K>(
     ctx: &Context,
     obj: &K,
     verdict: Verdict,
-    failures: Vec<crate::error::ChildFailure>,
+    applied: Applied,
     fill: impl FnOnce(&mut K::Status),
 ) -> Result<Action>
 where
     K: Managed,
     K::Status: KStatus,
 {
+    for drift in &applied.drift {
+        let note = drift.note();
+        publish(
+            ctx,
+            obj,
+            EventType::Warning,
+            "DriftRepaired",
+            "Apply",
+            &note,
+        )
+        .await;
+    }
+    let failures = applied.failed;
     if failures.is_empty() {
         finish(ctx, obj, verdict, fill).await
     } else {

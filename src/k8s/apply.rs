@@ -7,8 +7,10 @@
 use super::FIELD_MANAGER;
 use super::cache::ChildCache;
 use super::children::{Child, ChildKind};
+use super::drift::{self, Drift};
 use super::owner::Owner;
 use crate::error::{ChildFailure, Error};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::ManagedFieldsEntry;
 use kube::api::{DeleteParams, DynamicObject, Patch, PatchParams, PostParams, PropagationPolicy};
 use kube::{Api, Client};
 use serde_json::Value;
@@ -93,8 +95,8 @@ pub struct Applied {
     pub written: Vec<String>,
     /// Objects deleted by pruning, as `Kind/name`.
     pub pruned: Vec<String>,
-    /// Drift repaired: `Kind/name` and the first field that differed.
-    pub drift: Vec<(String, String)>,
+    /// Children put back after another field manager changed them.
+    pub drift: Vec<Drift>,
     /// Children the API server refused, in apply order.
     pub failed: Vec<ChildFailure>,
 }
@@ -169,8 +171,21 @@ async fn apply_one(
         let Some(path) = difference(&ours, &live) else {
             return Ok(());
         };
-        tracing::info!(child = %label, field = %path, "child differs from the spec; applying");
-        out.drift.push((label.clone(), path));
+        let manager = live["metadata"]["managedFields"]
+            .as_array()
+            .map(|entries| {
+                entries
+                    .iter()
+                    .filter_map(|e| serde_json::from_value(e.clone()).ok())
+                    .collect::<Vec<ManagedFieldsEntry>>()
+            })
+            .and_then(|entries| drift::changed_by(&entries, &path, FIELD_MANAGER));
+        tracing::info!(child = %label, field = %path, ?manager, "child differs from the spec; applying");
+        out.drift.push(Drift {
+            child: label.clone(),
+            field: path,
+            manager,
+        });
     }
     let api = api(client, ns, child.kind);
     match (&live, &child.initial) {

@@ -1,10 +1,10 @@
 //! The master Service follows Sentinel's failovers by event, not by polling. With the
 //! operator's safety and converging polls both at 60 s, every forced failover (`SENTINEL
 //! FAILOVER`) must move the master Service's EndpointSlice to the new master within 10 s of
-//! `+switch-master` as a subscriber of our own sees it: only the subscription can do that.
-//! The figures are printed against the 1 s target (DESIGN.md §9); the target is not asserted,
-//! since the suite shares two cores with everything else it runs (a run saw 1.08 s once). The
-//! measurement is shared with benches/redis_failover.rs, which prints the figures alone.
+//! `+switch-master` as a subscriber of our own sees it (only the subscription can), and most
+//! of them within the 1 s of DESIGN.md §9: not every one, since the suite shares two cores
+//! with everything else it runs (a run saw 1.08 s once). The figures are printed; the
+//! measurement is shared with benches/redis_failover.rs, which prints them alone.
 
 use crate::real::{ip, pods, resp};
 use crate::support::{
@@ -23,7 +23,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-/// The target (DESIGN.md §9), reported.
+/// The requirement (DESIGN.md §9), held by most failovers.
 const TARGET: Duration = Duration::from_secs(1);
 /// A sixth of the polls' period: beyond any timing noise, and out of reach without the
 /// subscription.
@@ -305,6 +305,14 @@ async fn the_master_service_follows_every_switch_master_by_its_subscription_with
     assert!(
         late.is_empty(),
         "the master Service followed +switch-master later than {BOUND:?}: {late:?}\n{}",
+        op.log_text()
+    );
+    // The 1 s requirement, held by the majority: one failover slowed by the rest of the suite
+    // is noise, most of them over it is not.
+    assert!(
+        over * 2 < failovers.len(),
+        "most failovers were followed later than {TARGET:?}: {}\n{}",
+        summary(&failovers),
         op.log_text()
     );
 }

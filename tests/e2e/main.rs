@@ -10,6 +10,7 @@ mod apps;
 mod apps_client;
 mod audit;
 mod credentials;
+mod drift;
 mod follow;
 mod gitops;
 mod helm;

@@ -50,7 +50,7 @@ async fn run(gb: Arc<Guestbook>, ctx: Arc<Context>) -> Result<Action> {
     };
     let verdict = Verdict::new(health);
     let fill = |s: &mut _| status::fill(s, &gb, &v, tiers);
-    conclude(&ctx, gb.as_ref(), verdict, applied.failed, fill).await
+    conclude(&ctx, gb.as_ref(), verdict, applied, fill).await
 }
 
 /// Replicas of autoscaled tiers to their autoscalers; stores the spec stopped declaring to

@@ -27,6 +27,7 @@ use crate::k8s::diagnose;
 use crate::k8s::live::Members;
 use crate::k8s::owner::Owner;
 use crate::k8s::pods::{component_pods, update_revision};
+use crate::k8s::routing;
 use crate::k8s::secrets::{self, random_password};
 use crate::stores::patroni::{self, Cluster};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Pod};
@@ -94,7 +95,7 @@ async fn run(pc: Arc<PatroniCluster>, ctx: Arc<Context>) -> Result<Action> {
     let applied = apply::sync(&ctx.client, cache, &v.owner, &children).await;
     if let Some(verdict) = creds.lost_verdict(validate::warnings(&pc)) {
         // Members must not be rolled while a Secret they start with is missing.
-        return conclude(&ctx, pc.as_ref(), verdict, applied.failed, |_| {}).await;
+        return conclude(&ctx, pc.as_ref(), verdict, applied, |_| {}).await;
     }
     let (health, requeue) = act(&ctx, &pc, &v, cache, &seen, &wants).await?;
     let members: Vec<&Pod> = seen.pods.iter().map(|m| m.pod.as_ref()).collect();
@@ -118,6 +119,17 @@ async fn run(pc: Arc<PatroniCluster>, ctx: Arc<Context>) -> Result<Action> {
     extras.extend(backup_warning);
     extras.extend(restore_check_warning(jobs.restore_check.as_ref()));
     let health = status::explain(health, world.trouble.as_ref());
+    let leader = seen.leader.as_deref();
+    let leader_pod = leader.and_then(|l| seen.pods.iter().find(|m| m.pod.name_any() == l));
+    let health = match (&health, leader, leader_pod) {
+        (Health::Ready { .. }, Some(leader), Some(m)) => {
+            let (ns, service) = (&v.owner.namespace, &v.names.primary);
+            routing::check(&ctx.client, ns, service, "leader", leader, &m.ip)
+                .await
+                .unwrap_or(health)
+        }
+        _ => health,
+    };
     let requeue = requeue.unwrap_or(if matches!(health, Health::Ready { .. }) {
         ctx.settings.safety_poll
     } else if diagnose::is_diagnosis(health.reason()) {
@@ -132,12 +144,11 @@ async fn run(pc: Arc<PatroniCluster>, ctx: Arc<Context>) -> Result<Action> {
         requeue: Some(requeue),
     };
     let ready = status::ready_count(&seen.pods);
-    let leader = seen.leader.as_deref();
     let fill = |s: &mut PatroniClusterStatus| {
         status::fill(s, &v, ready, seen.cluster.as_ref(), leader, jobs);
         s.credentials_version = version.or(s.credentials_version.take());
     };
-    conclude(&ctx, pc.as_ref(), verdict, applied.failed, fill).await
+    conclude(&ctx, pc.as_ref(), verdict, applied, fill).await
 }
 
 /// What the spec references, as found in the cluster.

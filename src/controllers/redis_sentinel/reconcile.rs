@@ -24,6 +24,7 @@ use crate::k8s::diagnose;
 use crate::k8s::live::Members;
 use crate::k8s::owner::Owner;
 use crate::k8s::pods::component_pods;
+use crate::k8s::routing;
 use crate::k8s::secrets;
 use k8s_openapi::api::core::v1::Pod;
 use k8s_openapi::api::storage::v1::StorageClass;
@@ -67,12 +68,21 @@ async fn run(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Action> {
         credentials::protect(&ctx, rs.as_ref(), &v.owner, cache, &mut children, &creds).await?;
     let applied = apply::sync(&ctx.client, cache, &v.owner, &children).await;
     if let Some(verdict) = creds.lost_verdict(validate::warnings(&rs)) {
-        return conclude(&ctx, rs.as_ref(), verdict, applied.failed, |_| {}).await;
+        return conclude(&ctx, rs.as_ref(), verdict, applied, |_| {}).await;
     }
     let acted = act(&ctx, &rs, &v, cache, &creds).await?;
     let mut extras = validate::warnings(&rs);
     extras.extend(acted.backup_warning);
     let health = status::explain(acted.health, world.trouble.as_ref());
+    let health = match (&health, &acted.topology.master) {
+        (Health::Ready { .. }, Some((pod, ip))) => {
+            let (ns, service) = (&v.owner.namespace, &v.names.master_service);
+            routing::check(&ctx.client, ns, service, "master", pod, ip)
+                .await
+                .unwrap_or(health)
+        }
+        _ => health,
+    };
     let requeue = if matches!(health, Health::Ready { .. }) {
         ctx.settings.safety_poll
     } else if diagnose::is_diagnosis(health.reason()) {
@@ -92,7 +102,7 @@ async fn run(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Action> {
         status::fill(s, &v, cache, &topo, moved, last_backup);
         s.credentials_version = version.or(s.credentials_version.take());
     };
-    conclude(&ctx, rs.as_ref(), verdict, applied.failed, fill).await
+    conclude(&ctx, rs.as_ref(), verdict, applied, fill).await
 }
 
 /// What the spec references, and what already runs, as found in the cluster.

@@ -69,7 +69,7 @@ async fn run(app: Arc<VoteApp>, ctx: Arc<Context>) -> Result<Action> {
         ..Verdict::new(health)
     };
     let fill = |s: &mut _| status::fill(s, &v, tiers, Observed { queue_length });
-    conclude(&ctx, app.as_ref(), verdict, applied.failed, fill).await
+    conclude(&ctx, app.as_ref(), verdict, applied, fill).await
 }
 
 /// The shared queue's length, read from the master the store reports; `None` when there is
