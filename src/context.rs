@@ -61,6 +61,10 @@ pub struct Context {
     pub recorder: Recorder,
     /// Consecutive failures per object, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Whether the API server serves monitoring.coreos.com/v1 (asked once at start).
+    pub monitoring_served: bool,
+    /// Per object uid, the generation whose `MonitoringAPIMissing` event was recorded.
+    monitoring_told: Mutex<HashMap<String, i64>>,
 }
 
 impl Context {
@@ -74,6 +78,7 @@ impl Context {
         recorder: Recorder,
         redis_trigger: RedisTrigger,
         synced: crate::k8s::sync::Synced,
+        monitoring_served: bool,
     ) -> Self {
         Self {
             client,
@@ -86,7 +91,25 @@ impl Context {
             redis_trigger,
             redis_followers: Default::default(),
             failures: Mutex::default(),
+            monitoring_served,
+            monitoring_told: Mutex::default(),
         }
+    }
+
+    /// True the first time it is asked for `uid` at `generation`: one event per object and
+    /// generation. Forgets objects that are gone (`live` holds the uids still cached).
+    pub fn first_for_generation(
+        &self,
+        uid: &str,
+        generation: i64,
+        live: impl Fn(&str) -> bool,
+    ) -> bool {
+        let mut map = self
+            .monitoring_told
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
+        map.retain(|u, _| u == uid || live(u));
+        map.insert(uid.to_string(), generation) != Some(generation)
     }
 
     /// An Api for `K` in one namespace.
@@ -117,6 +140,19 @@ impl Context {
 }
 
 impl Caches {
+    /// Whether an object of one of our kinds with this uid is cached.
+    pub fn holds_uid(&self, uid: &str) -> bool {
+        fn holds<K: Resource<DynamicType = ()> + Clone>(s: &Store<K>, uid: &str) -> bool {
+            s.state()
+                .iter()
+                .any(|o| o.meta().uid.as_deref() == Some(uid))
+        }
+        holds(&self.redis_sentinels, uid)
+            || holds(&self.patroni_clusters, uid)
+            || holds(&self.guestbooks, uid)
+            || holds(&self.vote_apps, uid)
+    }
+
     /// Caches holding exactly these objects: for validating offline (tests, `render`).
     pub fn from_objects(
         redis_sentinels: Vec<RedisSentinel>,

@@ -11,6 +11,7 @@ pub mod diagnose;
 pub mod factory;
 pub mod labels;
 pub mod live;
+pub mod monitoring;
 pub mod owner;
 pub mod pods;
 pub mod podspec;
