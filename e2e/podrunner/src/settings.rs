@@ -64,6 +64,7 @@ impl Settings {
             "postgres-exporter" | "postgres_exporter" => {
                 Some(vec!["prometheus-postgres-exporter".into()])
             }
+            "nginx-prometheus-exporter" => Some(vec!["prometheus-nginx-exporter".into()]),
             // The stock app images: stand-ins of our own (e2e/standins).
             "examplevotingapp_vote" => Some(standin("vote")),
             "examplevotingapp_result" => Some(standin("result")),
