@@ -23,11 +23,23 @@ use std::time::{Duration, Instant};
 const NGINX: &str = "/usr/sbin/nginx";
 const EXPORTER: &str = "prometheus-nginx-exporter";
 
-/// A process of the test, stopped by its PID when dropped.
+/// A process of the test, stopped by its PID when dropped: SIGTERM first, so that nginx's
+/// master takes its worker with it (SIGKILL would leave the worker running).
 struct Running(Child);
 
 impl Drop for Running {
     fn drop(&mut self) {
+        if let Ok(pid) = i32::try_from(self.0.id()) {
+            // SAFETY: kill(2) on the PID of our own child process.
+            unsafe { libc::kill(pid, libc::SIGTERM) };
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
