@@ -14,9 +14,10 @@ pub const GROUP: &str = "guestbook-operator.dev";
 /// `kubectl get guestbook-operator` lists every kind of ours.
 pub const CATEGORY: &str = "guestbook-operator";
 
-/// Persistent storage for a store's data directory. Its size may grow but never shrink and
-/// its class never changes: see [`super::transitions`], which holds the rules (at the root of
-/// each kind, where the status tells a change the store could not follow from one it ran).
+/// Persistent storage for a store's data directory. Admission refuses a smaller size or another
+/// class; a larger size is accepted and the store's status says what growing the claims needs.
+// The rules live at the root of each kind (crd::transitions), where the status tells a change
+// the store could not follow from one it ran.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct StorageSpec {

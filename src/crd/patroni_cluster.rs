@@ -110,7 +110,7 @@ pub fn default_patroni_image() -> String {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct PostgresqlSpec {
-    /// Major version; must match the binaries in `image`. Never lowered (see [`super::transitions`]):
+    /// Major version; must match the binaries in `image`. Never lowered (admission refuses it):
     /// an older PostgreSQL cannot read a newer one's data directory. Raising it needs a major
     /// upgrade of the data, which the operator does not do yet: it reports the cluster
     /// `Stalled` instead of starting the new binaries on the old data.

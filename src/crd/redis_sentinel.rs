@@ -88,7 +88,7 @@ pub struct RedisSentinelSpec {
     pub scheduling: Option<SchedulingSpec>,
 }
 
-/// The Redis StatefulSet. `storage` is chosen once (see [`super::transitions`]).
+/// The Redis StatefulSet. `storage` is chosen once: admission refuses adding or removing it later.
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, KubeSchema)]
 #[serde(rename_all = "camelCase")]
 #[x_kube(validation = Rule::new("self.durability.minReplicasToWrite < self.replicas").message("durability.minReplicasToWrite must be less than replicas, or the master could never accept a write").field_path(".durability.minReplicasToWrite"))]

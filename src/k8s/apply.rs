@@ -191,17 +191,36 @@ async fn apply_one(
                 Err(e) => return Err(e.into()),
             }
         }
-        _ => {
+        (live, initial) => {
             // Strict: a field the API server does not know is an error, never silently dropped.
             let params = PatchParams::apply(FIELD_MANAGER)
                 .force()
                 .validation_strict();
-            api.patch(&child.name, &params, &Patch::Apply(&child.object))
+            let uid = live.as_ref().and_then(|l| l.metadata.uid.as_deref());
+            let body = match (uid, initial) {
+                // A child with create-only content is applied without it: if the object was
+                // deleted since the cache saw it, the apply would create it partial (a
+                // credentials Secret without its password). The uid makes the API server
+                // refuse instead (409), and the next reconcile sees it gone.
+                (Some(uid), Some(_)) => pinned(&child.object, uid),
+                _ => child.object.clone(),
+            };
+            api.patch(&child.name, &params, &Patch::Apply(&body))
                 .await?;
         }
     }
     out.written.push(label);
     Ok(())
+}
+
+/// `object` with `metadata.uid` set: applied, it only ever updates the object with that uid
+/// and never creates one.
+pub(crate) fn pinned(object: &Value, uid: &str) -> Value {
+    let mut body = object.clone();
+    if let Some(meta) = body.get_mut("metadata").and_then(Value::as_object_mut) {
+        meta.insert("uid".into(), Value::String(uid.into()));
+    }
+    body
 }
 
 /// Deletes children the owner no longer wants: those in the caches whose controller reference

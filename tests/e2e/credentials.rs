@@ -12,7 +12,7 @@ use crate::support::{
 use guestbook_operator::crd::{PatroniCluster, RedisSentinel};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{Event, Secret};
-use kube::api::{DeleteParams, ListParams, Patch, PatchParams};
+use kube::api::{DeleteParams, ListParams, Patch, PatchParams, Preconditions};
 use kube::{Api, Client, ResourceExt};
 use std::collections::BTreeMap;
 use std::net::Ipv4Addr;
@@ -28,19 +28,38 @@ const REDIS_PODS: &str = "app.kubernetes.io/name=redis-sentinel,app.kubernetes.i
 /// Two asynchronous members: enough for a roll with a switchover, quick to start.
 const PATRONI: &str = "apiVersion: guestbook-operator.dev/v1alpha1\nkind: PatroniCluster\nmetadata: {name: db}\nspec:\n  members: 2\n  storage: {size: 200Mi}\n  patroni: {ttl: 20, loopWait: 2, retryTimeout: 5, synchronousMode: Asynchronous}\n";
 
-async fn drop_finalizer(c: &Client, ns: &str, name: &str) -> Result<(), kube::Error> {
+/// Deletes a credentials Secret for good, as a user who lifts the finalizer by hand does. The
+/// operator puts its finalizer back on any change it sees, so the delete is conditional on the
+/// version without it, and tried again when the operator got there first.
+async fn delete_for_good(c: &Client, ns: &str, name: &str) {
     let api: Api<Secret> = Api::namespaced(c.clone(), ns);
-    let s = api.get_metadata(name).await?;
-    let rest: Vec<String> = s
-        .finalizers()
-        .iter()
-        .filter(|f| *f != FINALIZER)
-        .cloned()
-        .collect();
-    let patch = serde_json::json!({"metadata": {"finalizers": rest}});
-    api.patch(name, &PatchParams::default(), &Patch::Merge(&patch))
-        .await
-        .map(|_| ())
+    for _ in 0..20 {
+        let s = api.get_metadata(name).await.expect("the Secret");
+        let rest: Vec<String> = s
+            .finalizers()
+            .iter()
+            .filter(|f| *f != FINALIZER)
+            .cloned()
+            .collect();
+        let patch = serde_json::json!({"metadata": {"finalizers": rest}});
+        let lifted = api
+            .patch_metadata(name, &PatchParams::default(), &Patch::Merge(&patch))
+            .await
+            .expect("lift the finalizer");
+        let dp = DeleteParams {
+            preconditions: Some(Preconditions {
+                resource_version: lifted.resource_version(),
+                uid: lifted.uid(),
+            }),
+            ..DeleteParams::default()
+        };
+        match api.delete(name, &dp).await {
+            Ok(_) => return,
+            Err(kube::Error::Api(e)) if e.code == 409 => continue,
+            Err(e) => panic!("delete Secret {name}: {e}"),
+        }
+    }
+    panic!("Secret {name}: the finalizer came back before every one of 20 deletes");
 }
 
 async fn secret(c: &Client, ns: &str, name: &str) -> Option<Secret> {
@@ -262,13 +281,7 @@ async fn redis_credentials_are_restored_never_regenerated_and_refusals_named() {
     ready_is(&c, ns, "RedisSentinel", "cache", "Healthy").await;
 
     // Gone for good (finalizer lifted by hand, then deleted): Stalled, nothing regenerated.
-    drop_finalizer(&c, ns, "cache-redis-auth")
-        .await
-        .expect("lift");
-    Api::<Secret>::namespaced(c.clone(), ns)
-        .delete("cache-redis-auth", &DeleteParams::default())
-        .await
-        .expect("delete");
+    delete_for_good(&c, ns, "cache-redis-auth").await;
     let why = ready_is(&c, ns, "RedisSentinel", "cache", "CredentialsLost").await;
     assert!(why.contains("Secret cache-redis-auth"), "{why}");
     let (stalled, ..) = condition(&c, ns, "RedisSentinel", "cache", "Stalled")
@@ -382,13 +395,7 @@ async fn patroni_credentials_are_restored_and_replicas_still_rejoin() {
 
     // Gone for good: Stalled, nothing regenerated; recreated by hand, Ready again.
     let repl = secret(&c, ns, "db-replication").await.expect("Secret");
-    drop_finalizer(&c, ns, "db-replication")
-        .await
-        .expect("lift");
-    Api::<Secret>::namespaced(c.clone(), ns)
-        .delete("db-replication", &DeleteParams::default())
-        .await
-        .expect("delete");
+    delete_for_good(&c, ns, "db-replication").await;
     let why = ready_is(&c, ns, "PatroniCluster", "db", "CredentialsLost").await;
     assert!(why.contains("Secret db-replication"), "{why}");
     tokio::time::sleep(Duration::from_secs(5)).await;

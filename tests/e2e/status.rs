@@ -4,8 +4,8 @@
 use crate::audit;
 use crate::identity::{Identity, Mode};
 use crate::support::{
-    Capability, Operator, TestNamespace, apply_yaml, client, condition, install_crds, kstatus,
-    repo, require_part, wait_for,
+    Capability, Operator, TestNamespace, apply_yaml, client, condition, conditions, install_crds,
+    kstatus, repo, require_part, wait_for,
 };
 use guestbook_operator::crd::{Guestbook, VoteApp};
 use k8s_openapi::api::core::v1::Secret;
@@ -58,20 +58,23 @@ async fn every_example_converges_and_a_quiet_operator_writes_nothing() {
         let what = format!("{kind} {name} Ready");
         let deadline = std::time::Instant::now() + converge;
         loop {
-            let s = kstatus(&c, &ns.name, kind, name).await;
-            let stalled = condition(&c, &ns.name, kind, name, "Stalled").await;
+            let s = conditions(&c, &ns.name, kind, name).await;
+            let get = |t: &str| {
+                s.as_ref()
+                    .and_then(|(_, _, all)| all.iter().find(|(ty, _, _)| ty == t))
+                    .map(|(_, status, reason)| (status.as_str(), reason.as_str()))
+            };
             assert!(
-                stalled.is_none(),
-                "{kind} {name} stalled: {stalled:?}\n{}",
+                get("Stalled").is_none(),
+                "{kind} {name} stalled: {s:?}\n{}",
                 op.log_text()
             );
-            if let Some((ready, reason, observed, generation)) = &s {
+            if let (Some((generation, observed, _)), Some((ready, reason))) = (&s, get("Ready")) {
                 if ready == "False" {
-                    let r = condition(&c, &ns.name, kind, name, "Reconciling").await;
                     assert_eq!(
-                        r.map(|r| r.0).as_deref(),
+                        get("Reconciling").map(|r| r.0),
                         Some("True"),
-                        "{kind} {name}: Ready=False needs Reconciling=True ({reason})"
+                        "{kind} {name}: Ready=False needs Reconciling=True ({reason}): {s:?}"
                     );
                 }
                 if ready == "True" && observed == generation {

@@ -442,6 +442,35 @@ pub async fn kstatus(
     ))
 }
 
+/// Every condition of an object of ours as (type, status, reason), with its generation and
+/// observedGeneration, from one read: conditions compared across two reads can mix two
+/// different status writes.
+pub async fn conditions(
+    client: &Client,
+    ns: &str,
+    kind: &str,
+    name: &str,
+) -> Option<(i64, i64, Vec<(String, String, String)>)> {
+    let api: Api<DynamicObject> = Api::namespaced_with(client.clone(), ns, &api_resource(kind));
+    let o = api.get(name).await.ok()?;
+    let generation = o.meta().generation?;
+    let status = o.data.get("status")?;
+    let observed = status.get("observedGeneration")?.as_i64()?;
+    let all = status
+        .get("conditions")?
+        .as_array()?
+        .iter()
+        .filter_map(|c| {
+            Some((
+                c["type"].as_str()?.to_string(),
+                c["status"].as_str()?.to_string(),
+                c["reason"].as_str()?.to_string(),
+            ))
+        })
+        .collect();
+    Some((generation, observed, all))
+}
+
 /// The condition `type_` of an object of ours, as (status, reason, message).
 pub async fn condition(
     client: &Client,

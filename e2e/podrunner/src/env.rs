@@ -143,13 +143,17 @@ pub fn resolve(c: &Container, ctx: &EnvContext) -> Result<Vec<(String, String)>>
             if let Some(f) = &src.field_ref {
                 field(ctx, f)?
             } else if let Some(r) = &src.secret_key_ref {
-                match ctx
-                    .objects
-                    .secret_data(&ns, &r.name)
-                    .and_then(|d| d.get(&r.key).cloned())
-                {
+                // The kubelet's two messages: the object missing, or only the key.
+                let data = ctx.objects.secret_data(&ns, &r.name);
+                match data.as_ref().and_then(|d| d.get(&r.key).cloned()) {
                     Some(v) => String::from_utf8_lossy(&v).to_string(),
                     None if r.optional.unwrap_or(false) => continue,
+                    None if data.is_none() => {
+                        return Err(Error::Pod(format!(
+                            "secret \"{}\" not found (env {})",
+                            r.name, e.name
+                        )));
+                    }
                     None => {
                         return Err(Error::Pod(format!(
                             "secret \"{}\" has no key \"{}\" (env {})",
@@ -158,13 +162,17 @@ pub fn resolve(c: &Container, ctx: &EnvContext) -> Result<Vec<(String, String)>>
                     }
                 }
             } else if let Some(r) = &src.config_map_key_ref {
-                match ctx
-                    .objects
-                    .config_map_data(&ns, &r.name)
-                    .and_then(|d| d.get(&r.key).cloned())
-                {
+                // The kubelet's two messages: the object missing, or only the key.
+                let data = ctx.objects.config_map_data(&ns, &r.name);
+                match data.as_ref().and_then(|d| d.get(&r.key).cloned()) {
                     Some(v) => String::from_utf8_lossy(&v).to_string(),
                     None if r.optional.unwrap_or(false) => continue,
+                    None if data.is_none() => {
+                        return Err(Error::Pod(format!(
+                            "configmap \"{}\" not found (env {})",
+                            r.name, e.name
+                        )));
+                    }
                     None => {
                         return Err(Error::Pod(format!(
                             "configmap \"{}\" has no key \"{}\" (env {})",

@@ -395,11 +395,14 @@ async fn guard<K: Resource<DynamicType = ()>>(
         if cache.get(ChildKind::Secret, ns, &child.name).is_none() {
             // Made by hand (as the CredentialsLost message asks): adopted at once, with the
             // finalizer; the apply path only sees Secrets carrying our labels.
+            // Pinned to the uid just read: a Secret deleted again meanwhile is not recreated
+            // without its data.
+            let uid = secret.metadata.uid.as_deref().unwrap_or_default();
             Api::<Secret>::namespaced(ctx.client.clone(), ns)
                 .patch(
                     &child.name,
                     &PatchParams::apply(FIELD_MANAGER).force(),
-                    &Patch::Apply(&child.object),
+                    &Patch::Apply(&crate::k8s::apply::pinned(&child.object, uid)),
                 )
                 .await?;
             seen.forget(&child.name);

@@ -7,12 +7,21 @@ use super::validate::Validated;
 use crate::controllers::backups;
 use crate::crd::PatroniCluster;
 use crate::crd::common::BackupStatus;
-use crate::crd::patroni_cluster::{PatroniClusterStatus, PatroniMemberStatus};
+use crate::crd::patroni_cluster::{PatroniClusterStatus, PatroniMemberStatus, SynchronousMode};
 use crate::k8s::conditions::Health;
 use crate::k8s::diagnose::{self, Problem};
 use crate::k8s::labels;
 use crate::k8s::pods::is_ready;
 use crate::stores::patroni::Cluster;
+
+/// Patroni's role for the member it replicates to synchronously.
+const SYNC_STANDBY: &str = "sync_standby";
+
+/// Replication lag is rewritten in status only when it moved by more than this: any WAL the
+/// primary writes (a checkpoint, a standby snapshot) moves it by a few bytes for a moment, and
+/// a status that changes with every read is a write on every reconcile. Patroni's `/metrics`
+/// has the exact figure.
+pub const LAG_STEP: i64 = 64 * 1024;
 
 /// Reasons that only say the cluster is not there yet: the pods' own problem, when they show
 /// one, is reported instead (see [`crate::k8s::diagnose`]).
@@ -59,12 +68,34 @@ pub fn assess(pc: &PatroniCluster, ready_pods: i32, cluster: Option<&Cluster>) -
             ),
         );
     }
+    // In synchronous mode the promise is that a commit is on two members: not kept until
+    // Patroni has named a synchronous standby (it does so within a loop after the replicas
+    // stream).
+    let synchronous = pc.spec.patroni.synchronous_mode != SynchronousMode::Asynchronous;
+    if synchronous && want_replicas > 0 && !cluster.members.iter().any(|m| m.role == SYNC_STANDBY) {
+        return Health::progressing(
+            "SyncStandbyPending",
+            format!(
+                "leader {}, {streaming}/{want_replicas} replicas streaming; Patroni has not chosen a synchronous standby yet",
+                leader.name
+            ),
+        );
+    }
     Health::Ready {
         reason: "Healthy".into(),
         message: format!(
             "leader {}, {streaming}/{want_replicas} replicas streaming",
             leader.name
         ),
+    }
+}
+
+/// The lag to report: the one already reported while the new reading is within [`LAG_STEP`]
+/// of it.
+pub fn steady_lag(reported: Option<i64>, now: Option<i64>) -> Option<i64> {
+    match (reported, now) {
+        (Some(r), Some(n)) if (r - n).abs() <= LAG_STEP => Some(r),
+        _ => now,
     }
 }
 
@@ -108,6 +139,12 @@ pub fn fill(
     )));
     if let Some(c) = cluster {
         s.leader = leader.map(str::to_string);
+        let before = |name: &str| {
+            s.members
+                .iter()
+                .find(|p| p.name == name)
+                .and_then(|p| p.lag_bytes)
+        };
         let mut members: Vec<PatroniMemberStatus> = c
             .members
             .iter()
@@ -115,11 +152,64 @@ pub fn fill(
                 name: m.name.clone(),
                 role: Some(m.role.clone()),
                 state: Some(m.state.clone()),
-                lag_bytes: m.lag,
+                lag_bytes: steady_lag(before(&m.name), m.lag),
                 timeline: m.timeline,
             })
             .collect();
         members.sort_by(|a, b| a.name.cmp(&b.name));
         s.members = members;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::crd::patroni_cluster::PatroniClusterSpec;
+    use serde_json::json;
+
+    fn cluster(sync: &str) -> PatroniCluster {
+        let spec: PatroniClusterSpec =
+            serde_json::from_value(json!({"members": 3, "patroni": {"synchronousMode": sync}}))
+                .expect("spec");
+        PatroniCluster::new("db", spec)
+    }
+
+    fn patroni(roles: &[&str]) -> Cluster {
+        let members: Vec<_> = roles
+            .iter()
+            .enumerate()
+            .map(|(i, role)| {
+                let state = if *role == "leader" {
+                    "running"
+                } else {
+                    "streaming"
+                };
+                json!({"name": format!("db-{i}"), "role": role, "state": state, "lag": 0})
+            })
+            .collect();
+        serde_json::from_value(json!({ "members": members })).expect("cluster")
+    }
+
+    #[test]
+    fn synchronous_mode_is_ready_only_once_patroni_names_a_sync_standby() {
+        let pc = cluster("Synchronous");
+        let pending = assess(&pc, 3, Some(&patroni(&["leader", "replica", "replica"])));
+        assert_eq!(pending.reason(), "SyncStandbyPending");
+        assert!(matches!(pending, Health::Progressing { .. }));
+        let named = patroni(&["leader", "sync_standby", "replica"]);
+        assert_eq!(assess(&pc, 3, Some(&named)).reason(), "Healthy");
+        let asynchronous = cluster("Asynchronous");
+        let plain = patroni(&["leader", "replica", "replica"]);
+        assert_eq!(assess(&asynchronous, 3, Some(&plain)).reason(), "Healthy");
+    }
+
+    #[test]
+    fn lag_is_rewritten_only_when_it_moves_by_more_than_a_step() {
+        assert_eq!(steady_lag(Some(0), Some(312)), Some(0));
+        assert_eq!(steady_lag(Some(312), Some(0)), Some(312));
+        assert_eq!(steady_lag(Some(0), Some(LAG_STEP + 1)), Some(LAG_STEP + 1));
+        assert_eq!(steady_lag(Some(10 << 20), Some(0)), Some(0));
+        assert_eq!(steady_lag(None, Some(5)), Some(5));
+        assert_eq!(steady_lag(Some(5), None), None);
     }
 }
