@@ -34,6 +34,15 @@ fn redis_names(store: &str) -> RedisNames {
     RedisNames::of(store)
 }
 
+/// Applies each document of `yaml`.
+async fn apply_all(c: &Client, ns: &str, yaml: &str) {
+    for doc in yaml.split("\n---\n") {
+        apply_yaml(c, ns, doc)
+            .await
+            .unwrap_or_else(|e| panic!("applying {doc}: {e}"));
+    }
+}
+
 /// GET `http://addr/metrics`: the body, or `None` when nothing answers.
 async fn metrics(addr: &str) -> Option<String> {
     let http = reqwest::Client::builder()
@@ -149,9 +158,7 @@ async fn every_metrics_port_serves_the_series_the_alerts_use() {
     let ns = TestNamespace::new(&c, "monitoring").await;
     let ns = &ns.name;
     let op = Operator::start(ns, "solo", &["--leader-election=false"]);
-    apply_yaml(&c, ns, &apps_yaml("true"))
-        .await
-        .expect("the apps");
+    apply_all(&c, ns, &apps_yaml("true")).await;
     crate::apps::wait_ready(&c, ns, "VoteApp", "vote", Duration::from_secs(300)).await;
     crate::apps::wait_ready(&c, ns, "Guestbook", "book", Duration::from_secs(300)).await;
 
@@ -472,7 +479,7 @@ async fn monitoring_objects_only_where_the_prometheus_operator_api_is_served() {
         );
     } else {
         let op = Operator::start(ns, "solo", &["--leader-election=false"]);
-        apply_yaml(&c, ns, STORE).await.expect("the store and app");
+        apply_all(&c, ns, STORE).await;
         for (kind, name) in [("RedisSentinel", "cache"), ("Guestbook", "book")] {
             wait_for(
                 &format!("{kind} {name}'s MonitoringAPIMissing event"),
@@ -545,7 +552,7 @@ async fn monitoring_objects_only_where_the_prometheus_operator_api_is_served() {
     // valid under the Prometheus Operator's own schema.
     install_monitoring_crds(&c, std::path::Path::new(&dir)).await;
     let op = Operator::start(ns, "monitored", &["--leader-election=false"]);
-    apply_yaml(&c, ns, STORE).await.expect("the store and app");
+    apply_all(&c, ns, STORE).await;
     let sms: Api<DynamicObject> = Api::namespaced_with(
         c.clone(),
         ns,
