@@ -7,7 +7,7 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -63,8 +63,8 @@ pub struct Context {
     failures: Mutex<HashMap<String, u32>>,
     /// Whether the API server serves monitoring.coreos.com/v1 (asked once at start).
     pub monitoring_served: bool,
-    /// Per object uid, the generation whose `MonitoringAPIMissing` event was recorded.
-    monitoring_told: Mutex<HashMap<String, i64>>,
+    /// Objects told that monitoring is not served, for one event per generation.
+    pub monitoring_told: crate::k8s::monitoring::Told,
 }
 
 impl Context {
@@ -92,24 +92,8 @@ impl Context {
             redis_followers: Default::default(),
             failures: Mutex::default(),
             monitoring_served,
-            monitoring_told: Mutex::default(),
+            monitoring_told: Default::default(),
         }
-    }
-
-    /// True the first time it is asked for `uid` at `generation`: one event per object and
-    /// generation. Forgets objects that are gone (`live` holds the uids still cached).
-    pub fn first_for_generation(
-        &self,
-        uid: &str,
-        generation: i64,
-        live: impl Fn(&str) -> bool,
-    ) -> bool {
-        let mut map = self
-            .monitoring_told
-            .lock()
-            .unwrap_or_else(|p| p.into_inner());
-        map.retain(|u, _| u == uid || live(u));
-        map.insert(uid.to_string(), generation) != Some(generation)
     }
 
     /// An Api for `K` in one namespace.
@@ -140,17 +124,23 @@ impl Context {
 }
 
 impl Caches {
-    /// Whether an object of one of our kinds with this uid is cached.
-    pub fn holds_uid(&self, uid: &str) -> bool {
-        fn holds<K: Resource<DynamicType = ()> + Clone>(s: &Store<K>, uid: &str) -> bool {
+    /// The uids of every cached object of our kinds.
+    pub fn uids(&self) -> HashSet<String> {
+        fn of<K: Resource<DynamicType = ()> + Clone>(s: &Store<K>) -> Vec<String> {
             s.state()
                 .iter()
-                .any(|o| o.meta().uid.as_deref() == Some(uid))
+                .filter_map(|o| o.meta().uid.clone())
+                .collect()
         }
-        holds(&self.redis_sentinels, uid)
-            || holds(&self.patroni_clusters, uid)
-            || holds(&self.guestbooks, uid)
-            || holds(&self.vote_apps, uid)
+        [
+            of(&self.redis_sentinels),
+            of(&self.patroni_clusters),
+            of(&self.guestbooks),
+            of(&self.vote_apps),
+        ]
+        .concat()
+        .into_iter()
+        .collect()
     }
 
     /// Caches holding exactly these objects: for validating offline (tests, `render`).

@@ -183,7 +183,10 @@ pub async fn withhold_monitoring<K: Managed>(
     }
     let uid = obj.uid().unwrap_or_default();
     let generation = obj.meta().generation.unwrap_or(0);
-    if ctx.first_for_generation(&uid, generation, |u| ctx.caches.holds_uid(u)) {
+    if ctx
+        .monitoring_told
+        .first(&uid, generation, || ctx.caches.uids())
+    {
         let note = format!(
             "spec.monitoring.enabled: this cluster does not serve {}/{} (ServiceMonitor, \
              PodMonitor), so none is created; install the Prometheus Operator's CRDs and \

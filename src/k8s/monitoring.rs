@@ -11,7 +11,8 @@ use crate::error::Result;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use kube::{Client, CustomResource};
 use serde::{Deserialize, Serialize};
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap, HashSet};
+use std::sync::Mutex;
 
 pub const GROUP: &str = "monitoring.coreos.com";
 pub const VERSION: &str = "v1";
@@ -165,9 +166,50 @@ pub fn withhold(children: &mut Vec<Child>, monitoring_served: bool) -> bool {
     children.len() != before
 }
 
+/// Per object uid, the generation it was last told about: one event per object and
+/// generation.
+#[derive(Debug, Default)]
+pub struct Told(Mutex<HashMap<String, i64>>);
+
+impl Told {
+    /// True the first time it is asked for `uid` at `generation`. When a new object comes,
+    /// those that are gone are forgotten (`live` lists the uids still cached; asked only then,
+    /// so a known object costs one map lookup).
+    pub fn first(
+        &self,
+        uid: &str,
+        generation: i64,
+        live: impl FnOnce() -> HashSet<String>,
+    ) -> bool {
+        let mut map = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if !map.contains_key(uid) {
+            let live = live();
+            map.retain(|u, _| live.contains(u));
+        }
+        map.insert(uid.to_string(), generation) != Some(generation)
+    }
+
+    #[cfg(test)]
+    fn len(&self) -> usize {
+        self.0.lock().unwrap_or_else(|p| p.into_inner()).len()
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn told_once_per_object_and_generation_and_forgets_the_gone() {
+        let told = Told::default();
+        let live = |uids: &[&str]| uids.iter().map(|u| u.to_string()).collect::<HashSet<_>>();
+        assert!(told.first("a", 1, || live(&["a"])));
+        assert!(!told.first("a", 1, || panic!("a known object needs no list")));
+        assert!(told.first("a", 2, || panic!("a known object needs no list")));
+        assert!(!told.first("a", 2, || live(&[])));
+        assert!(told.first("b", 1, || live(&["b"])), "a is gone");
+        assert_eq!(told.len(), 1);
+    }
 
     #[test]
     fn monitoring_kinds_are_neither_watched_nor_applied_where_not_served() {
