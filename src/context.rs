@@ -7,7 +7,7 @@ use kube::runtime::events::Recorder;
 use kube::runtime::reflector::Store;
 use kube::{Api, Client, Resource};
 use serde::de::DeserializeOwned;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -61,6 +61,10 @@ pub struct Context {
     pub recorder: Recorder,
     /// Consecutive failures per object, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
+    /// Whether the API server serves monitoring.coreos.com/v1 (asked once at start).
+    pub monitoring_served: bool,
+    /// Objects told that monitoring is not served, for one event per generation.
+    pub monitoring_told: crate::k8s::monitoring::Told,
 }
 
 impl Context {
@@ -74,6 +78,7 @@ impl Context {
         recorder: Recorder,
         redis_trigger: RedisTrigger,
         synced: crate::k8s::sync::Synced,
+        monitoring_served: bool,
     ) -> Self {
         Self {
             client,
@@ -86,6 +91,8 @@ impl Context {
             redis_trigger,
             redis_followers: Default::default(),
             failures: Mutex::default(),
+            monitoring_served,
+            monitoring_told: Default::default(),
         }
     }
 
@@ -117,6 +124,25 @@ impl Context {
 }
 
 impl Caches {
+    /// The uids of every cached object of our kinds.
+    pub fn uids(&self) -> HashSet<String> {
+        fn of<K: Resource<DynamicType = ()> + Clone>(s: &Store<K>) -> Vec<String> {
+            s.state()
+                .iter()
+                .filter_map(|o| o.meta().uid.clone())
+                .collect()
+        }
+        [
+            of(&self.redis_sentinels),
+            of(&self.patroni_clusters),
+            of(&self.guestbooks),
+            of(&self.vote_apps),
+        ]
+        .concat()
+        .into_iter()
+        .collect()
+    }
+
     /// Caches holding exactly these objects: for validating offline (tests, `render`).
     pub fn from_objects(
         redis_sentinels: Vec<RedisSentinel>,

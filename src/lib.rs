@@ -5,6 +5,7 @@ pub mod cli;
 pub mod context;
 pub mod controllers;
 pub mod crd;
+pub mod cron;
 pub mod error;
 pub mod http;
 pub mod k8s;

@@ -165,11 +165,43 @@ async fn run_controllers(
     let (redis_trigger, redis_requests) = futures::channel::mpsc::unbounded();
     let sync = Synced::default();
     let mut owned = OwnedCaches::default();
+    // Asked once: the monitoring kinds' watches exist or not for the life of this process.
+    let monitoring_served = match crate::k8s::monitoring::served(&client).await {
+        Ok(served) => served,
+        Err(e) => {
+            tracing::warn!(error = %e, "API discovery failed; assuming monitoring.coreos.com/v1 is not served");
+            false
+        }
+    };
+    tracing::info!(monitoring_served, "discovered the Prometheus Operator API");
     use controllers::{guestbook as g, patroni_cluster as p, redis_sentinel as r, vote_app as v};
-    let rs = r::controller(&client, ns, redis_requests, &sync, &mut owned);
-    let pc = p::controller(&client, ns, &sync, &mut owned);
-    let gb = g::controller(&client, ns, &sync, &mut owned);
+    let rs = r::controller(
+        &client,
+        ns,
+        redis_requests,
+        &sync,
+        &mut owned,
+        monitoring_served,
+    );
+    let pc = p::controller(&client, ns, &sync, &mut owned, monitoring_served);
+    let gb = g::controller(&client, ns, &sync, &mut owned, monitoring_served);
     let va = v::controller(&client, ns, &sync, &mut owned);
+    // Backup series of a deleted store go at the next scrape: it never reconciles again.
+    let (redis_store, patroni_store) = (rs.store(), pc.store());
+    metrics.set_exists(Box::new(move |o| {
+        use kube::runtime::reflector::ObjectRef;
+        match o.kind {
+            r::names::KIND => {
+                let key = ObjectRef::new(&o.name).within(&o.namespace);
+                redis_store.get(&key).is_some()
+            }
+            p::names::KIND => {
+                let key = ObjectRef::new(&o.name).within(&o.namespace);
+                patroni_store.get(&key).is_some()
+            }
+            _ => true,
+        }
+    }));
     let caches = Caches {
         redis_sentinels: rs.store(),
         patroni_clusters: pc.store(),
@@ -199,6 +231,7 @@ async fn run_controllers(
         recorder,
         redis_trigger,
         sync,
+        monitoring_served,
     ));
     let stop = || shutdown_signal(shutdown.clone());
     let runs = futures::future::join4(

@@ -31,7 +31,12 @@ fn find<'a>(children: &'a [Child], kind: ChildKind, name: &str) -> &'a Value {
 
 #[test]
 fn snapshots() {
-    for f in ["redis-default", "redis-maximal", "redis-no-auth"] {
+    for f in [
+        "redis-default",
+        "redis-maximal",
+        "redis-no-auth",
+        "redis-of-voteapp",
+    ] {
         assert_snapshot(f, &render(&built(f)));
     }
 }

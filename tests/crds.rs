@@ -78,6 +78,7 @@ fn every_field_of_ours_is_documented() {
         "topologySpreadConstraints",
         "conditions",
         "metadata",
+        "scraperNamespaceSelector",
     ];
     fn check(kind: &str, path: &str, node: &Value, missing: &mut Vec<String>) {
         let Some(props) = node.get("properties").and_then(Value::as_object) else {

@@ -122,6 +122,24 @@ gbo_fetch_gateway_api() {
     { err "the gateway-api module holds no $dir/gateway.networking.k8s.io_httproutes.yaml"; return 1; }
 }
 
+# The Prometheus Operator's CRDs, the same way: YAML in its Go module.
+prometheus_operator_crds() {
+  local cache
+  cache=$(GOTOOLCHAIN=local go env GOMODCACHE 2>/dev/null) || cache="${GOPATH:-$HOME/go}/pkg/mod"
+  echo "$cache/github.com/prometheus-operator/prometheus-operator@v$PROMETHEUS_OPERATOR_VERSION/example/prometheus-operator-crd"
+}
+
+gbo_fetch_prometheus_operator() {
+  local v="$PROMETHEUS_OPERATOR_VERSION" dir out
+  dir=$(prometheus_operator_crds)
+  [ -f "$dir/monitoring.coreos.com_servicemonitors.yaml" ] && return 0
+  log "fetching the Prometheus Operator CRDs v$v (from the Go module proxy)"
+  out=$(cd "$GBO_CACHE" && go mod download -json "github.com/prometheus-operator/prometheus-operator@v$v") ||
+    { printf '%s\n' "$out" >&2; return 1; }
+  [ -f "$dir/monitoring.coreos.com_podmonitors.yaml" ] ||
+    { err "the prometheus-operator module holds no $dir/monitoring.coreos.com_podmonitors.yaml"; return 1; }
+}
+
 gbo_build_all() {
   gbo_go_env
   GOPROXY_URL="${GOPROXY_URL:-https://proxy.golang.org}"
@@ -131,4 +149,5 @@ gbo_build_all() {
   ( gbo_build_kubernetes ) || { err "Kubernetes build failed"; return 1; }
   ( gbo_build_coredns ) || { err "CoreDNS build failed"; return 1; }
   ( gbo_fetch_gateway_api ) || { err "fetching the Gateway API CRDs failed"; return 1; }
+  ( gbo_fetch_prometheus_operator ) || { err "fetching the Prometheus Operator CRDs failed"; return 1; }
 }

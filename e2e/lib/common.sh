@@ -60,7 +60,7 @@ NODES=(
 # Pods with a container image matching this (extended) regular expression are
 # run for real by the store-process runner; kwok leaves them alone. Every other
 # pod is simulated by kwok (it turns Ready, Job pods complete).
-REAL_IMAGES_REGEX="${GBO_REAL_IMAGES_REGEX:-(^|/)(redis|spilo-[0-9]+|patroni|postgres|guestbook-operator-backup|nginx|coredns|redis_exporter|postgres-exporter|examplevotingapp_(vote|result|worker)|gb-frontend)(:|@|$)}"
+REAL_IMAGES_REGEX="${GBO_REAL_IMAGES_REGEX:-(^|/)(redis|spilo-[0-9]+|patroni|postgres|guestbook-operator-backup|nginx|coredns|redis_exporter|postgres-exporter|nginx-prometheus-exporter|examplevotingapp_(vote|result|worker)|gb-frontend)(:|@|$)}"
 
 log() { printf '[cluster] %s\n' "$*" >&2; }
 err() { printf '[cluster] ERROR: %s\n' "$*" >&2; }
@@ -168,6 +168,7 @@ ensure_packages() {
   # The exporter sidecars' programs (the module proxy does not serve either exporter).
   command -v prometheus-redis-exporter >/dev/null || missing+=(prometheus-redis-exporter)
   command -v prometheus-postgres-exporter >/dev/null || missing+=(prometheus-postgres-exporter)
+  command -v prometheus-nginx-exporter >/dev/null || missing+=(prometheus-nginx-exporter)
   command -v lua5.1 >/dev/null || missing+=(lua5.1)  # Argo CD's Lua dialect: docs/argocd health checks
   command -v promtool >/dev/null || missing+=(prometheus)  # promtool: the chart's alert tests
   /usr/bin/python3 -c 'import venv, ensurepip' 2>/dev/null || missing+=(python3 python3-venv)

@@ -5,6 +5,7 @@
 //! what happens when a reconcile fails.
 
 pub mod apps;
+pub(crate) mod backups;
 pub mod credentials;
 pub mod guestbook;
 pub(crate) mod job_results;
@@ -164,6 +165,45 @@ pub async fn publish<K: Resource<DynamicType = ()>>(
     };
     if let Err(e) = ctx.recorder.publish(&event, &obj.object_ref(&())).await {
         tracing::warn!(error = %e, "could not record event");
+    }
+}
+
+/// Takes the ServiceMonitor/PodMonitor children out of `children` where the API server does
+/// not serve them, and says so with one Normal event per object and generation. Monitoring is
+/// optional: the object is neither Stalled nor Reconciling for it.
+pub async fn withhold_monitoring<K: Managed>(
+    ctx: &Context,
+    obj: &K,
+    children: &mut Vec<crate::k8s::children::Child>,
+) where
+    K::Status: KStatus,
+{
+    use crate::k8s::monitoring;
+    if !monitoring::withhold(children, ctx.monitoring_served) {
+        return;
+    }
+    let uid = obj.uid().unwrap_or_default();
+    let generation = obj.meta().generation.unwrap_or(0);
+    if ctx
+        .monitoring_told
+        .first(&uid, generation, || ctx.caches.uids())
+    {
+        let note = format!(
+            "spec.monitoring.enabled: this cluster does not serve {}/{} (ServiceMonitor, \
+             PodMonitor), so none is created; install the Prometheus Operator's CRDs and \
+             restart guestbook-operator, or set it to false",
+            monitoring::GROUP,
+            monitoring::VERSION
+        );
+        publish(
+            ctx,
+            obj,
+            EventType::Normal,
+            monitoring::API_MISSING,
+            "Monitor",
+            &note,
+        )
+        .await;
     }
 }
 

@@ -3,7 +3,7 @@
 use k8s_openapi::api::core::v1::{
     Affinity, ResourceRequirements, Toleration, TopologySpreadConstraint,
 };
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, LabelSelector, Time};
 use kube::KubeSchema;
 use schemars::{JsonSchema, Schema, SchemaGenerator};
 use serde::{Deserialize, Serialize};
@@ -163,6 +163,32 @@ pub struct ExporterSpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "resources_schema")]
     pub resources: Resources,
+}
+
+/// Prometheus Operator objects for the resource (`monitoring.coreos.com/v1`), so that
+/// Prometheus scrapes its metrics ports and the chart's alerts see it. Created only where the
+/// API server serves that group; elsewhere the operator records one `MonitoringAPIMissing`
+/// event and the resource works as before.
+#[derive(Serialize, Deserialize, Clone, Debug, Default, PartialEq, JsonSchema)]
+#[serde(rename_all = "camelCase")]
+pub struct MonitoringSpec {
+    /// Create a ServiceMonitor (stores) or PodMonitor (an app's proxy tier) for the metrics
+    /// ports. An app's inline stores inherit this value unless they set their own.
+    #[serde(default)]
+    pub enabled: bool,
+    /// Namespaces whose pods may scrape the metrics ports where a NetworkPolicy restricts the
+    /// store (the Kubernetes label selector); any namespace when omitted. Only the metrics
+    /// ports are opened to them.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schemars(schema_with = "label_selector_schema")]
+    pub scraper_namespace_selector: Option<LabelSelector>,
+}
+
+impl MonitoringSpec {
+    /// Whether `spec` asks for monitoring objects.
+    pub fn wanted(spec: Option<&MonitoringSpec>) -> bool {
+        spec.is_some_and(|m| m.enabled)
+    }
 }
 
 /// Where pods may run. The operator adds zone and host topology spread by default; anything
@@ -437,6 +463,9 @@ fn strip_descriptions(value: &mut serde_json::Value) {
 /// Schema of container resources (requests and limits).
 pub fn resources_schema(generator: &mut SchemaGenerator) -> Schema {
     upstream_schema::<ResourceRequirements>(generator)
+}
+fn label_selector_schema(generator: &mut SchemaGenerator) -> Schema {
+    upstream_schema::<Option<LabelSelector>>(generator)
 }
 fn affinity_schema(generator: &mut SchemaGenerator) -> Schema {
     upstream_schema::<Affinity>(generator)

@@ -1,8 +1,8 @@
 //! `Guestbook`: the stateless guestbook front end on a Redis store.
 
 use super::common::{
-    AutoscalingSpec, HttpRouteSpec, IMAGE_RULE, IngressSpec, Resources, SchedulingSpec,
-    ServiceSpec, StoreStatus, TierStatus, conditions_schema,
+    AutoscalingSpec, HttpRouteSpec, IMAGE_RULE, IngressSpec, MonitoringSpec, Resources,
+    SchedulingSpec, ServiceSpec, StoreStatus, TierStatus, conditions_schema,
 };
 use super::redis_sentinel::RedisSentinelSpec;
 use super::transitions;
@@ -55,6 +55,9 @@ pub struct GuestbookSpec {
     /// HTTPRoute.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub http_route: Option<HttpRouteSpec>,
+    /// A PodMonitor for the proxy tier (with an nginx exporter sidecar), inherited by an inline store; none when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<MonitoringSpec>,
     /// The Redis store: a reference to an existing RedisSentinel, or an inline one the Guestbook owns.
     pub redis: RedisStoreBinding,
     /// Names of the Services the frontend image connects to.

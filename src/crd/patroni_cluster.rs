@@ -1,11 +1,11 @@
 //! `PatroniCluster`: PostgreSQL made highly available by Patroni, with Kubernetes as its DCS.
 
 use super::common::{
-    BackupSpec, BackupStatus, CRON_RULE, ExporterSpec, IMAGE_RULE, Resources, SchedulingSpec,
-    StorageSpec, conditions_schema,
+    BackupSpec, BackupStatus, CRON_RULE, ExporterSpec, IMAGE_RULE, MonitoringSpec, Resources,
+    SchedulingSpec, StorageSpec, conditions_schema,
 };
 use super::transitions;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
 use kube::{CustomResource, KubeSchema};
 use schemars::JsonSchema;
 use serde::{Deserialize, Serialize};
@@ -83,6 +83,9 @@ pub struct PatroniClusterSpec {
     /// A postgres_exporter sidecar (port 9187) on every member.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exporter: Option<ExporterSpec>,
+    /// ServiceMonitor/PodMonitor objects for Prometheus; none when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<MonitoringSpec>,
     /// Scheduled `pg_dump -Fc` backups of every database, taken from a healthy replica.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<PostgresBackupSpec>,
@@ -319,6 +322,10 @@ pub struct PatroniClusterStatus {
     /// The last backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<BackupStatus>,
+    /// Completion time of the last successful backup (what the `BackupTooOld` alert
+    /// measures, through the operator's metrics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_backup: Option<Time>,
     /// The last restore check: the newest backup restored into a scratch server.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_restore_check: Option<BackupStatus>,

@@ -1,8 +1,8 @@
 //! `RedisSentinel`: a Redis master with replicas and a Sentinel quorum that fails over.
 
 use super::common::{
-    BackupSpec, BackupStatus, ExporterSpec, IMAGE_RULE, Resources, SchedulingSpec, SecretKeyRef,
-    StorageSpec, conditions_schema,
+    BackupSpec, BackupStatus, ExporterSpec, IMAGE_RULE, MonitoringSpec, Resources, SchedulingSpec,
+    SecretKeyRef, StorageSpec, conditions_schema,
 };
 use super::transitions;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{Condition, Time};
@@ -77,6 +77,9 @@ pub struct RedisSentinelSpec {
     /// A redis_exporter sidecar (port 9121) on every Redis pod.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exporter: Option<ExporterSpec>,
+    /// ServiceMonitor/PodMonitor objects for Prometheus; none when omitted.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<MonitoringSpec>,
     /// Scheduled RDB backups taken from a replica; none when omitted.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backup: Option<BackupSpec>,
@@ -339,6 +342,10 @@ pub struct RedisSentinelStatus {
     /// The last backup.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub last_backup: Option<BackupStatus>,
+    /// Completion time of the last successful backup (what the `BackupTooOld` alert
+    /// measures, through the operator's metrics).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub last_successful_backup: Option<Time>,
     /// resourceVersion of the auth Secret whose password every Redis and Sentinel uses. When
     /// the Secret's password changes, the operator rolls it out to every member without a
     /// restart (`Reconciling`, reason `RotatingCredentials`, meanwhile) and then sets this.

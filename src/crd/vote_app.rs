@@ -1,8 +1,8 @@
 //! `VoteApp`: the voting app (vote, result, worker) on Redis and PostgreSQL stores.
 
 use super::common::{
-    AutoscalingSpec, HttpRouteSpec, IMAGE_RULE, IngressSpec, Resources, SchedulingSpec,
-    ServiceSpec, StoreStatus, TierStatus, conditions_schema,
+    AutoscalingSpec, HttpRouteSpec, IMAGE_RULE, IngressSpec, MonitoringSpec, Resources,
+    SchedulingSpec, ServiceSpec, StoreStatus, TierStatus, conditions_schema,
 };
 use super::guestbook::RedisStoreBinding;
 use super::patroni_cluster::PatroniClusterSpec;
@@ -65,6 +65,10 @@ pub struct VoteAppSpec {
     pub queue: Option<QueueSpec>,
     /// The PostgreSQL store that keeps the tally.
     pub postgres: PostgresStoreBinding,
+    /// Monitoring of the app's stores: inherited by its inline stores unless they set their
+    /// own (the vote queue's length is then exported as `redis_key_size{key="votes"}`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub monitoring: Option<MonitoringSpec>,
     /// Placement of the app's pods.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub scheduling: Option<SchedulingSpec>,

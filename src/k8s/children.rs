@@ -25,10 +25,14 @@ pub enum ChildKind {
     Ingress,
     CronJob,
     Job,
+    /// Prometheus Operator objects (`monitoring.coreos.com/v1`): watched and applied only
+    /// where the API server serves them (see [`super::monitoring`]).
+    ServiceMonitor,
+    PodMonitor,
 }
 
 impl ChildKind {
-    pub const ALL: [ChildKind; 17] = [
+    pub const ALL: [ChildKind; 19] = [
         ChildKind::ServiceAccount,
         ChildKind::Role,
         ChildKind::RoleBinding,
@@ -46,6 +50,8 @@ impl ChildKind {
         ChildKind::Ingress,
         ChildKind::CronJob,
         ChildKind::Job,
+        ChildKind::ServiceMonitor,
+        ChildKind::PodMonitor,
     ];
 
     pub fn api_resource(self) -> ApiResource {
@@ -79,7 +85,16 @@ impl ChildKind {
             ChildKind::Ingress => ApiResource::erase::<networking::Ingress>(&()),
             ChildKind::CronJob => ApiResource::erase::<batch::CronJob>(&()),
             ChildKind::Job => ApiResource::erase::<batch::Job>(&()),
+            ChildKind::ServiceMonitor => {
+                ApiResource::erase::<super::monitoring::ServiceMonitor>(&())
+            }
+            ChildKind::PodMonitor => ApiResource::erase::<super::monitoring::PodMonitor>(&()),
         }
+    }
+
+    /// A Prometheus Operator kind: an add-on API the cluster may not serve.
+    pub fn is_monitoring(self) -> bool {
+        matches!(self, ChildKind::ServiceMonitor | ChildKind::PodMonitor)
     }
 
     pub fn of(kind: &str) -> Option<ChildKind> {

@@ -134,15 +134,22 @@ impl Factory {
         ports: &[(&str, i32)],
         headless: bool,
     ) -> Result<Child> {
-        let ports = ports.iter().map(|(port_name, port)| ServicePort {
-            name: Some(port_name.to_string()),
-            port: *port,
-            target_port: Some(IntOrString::String(port_name.to_string())),
-            ..ServicePort::default()
-        });
+        let ports = ports.iter().map(|(n, p)| service_port(n, *p, n)).collect();
+        self.service_on(name, component, selector, ports, headless)
+    }
+
+    /// [`Self::service`] with ports as given.
+    pub fn service_on(
+        &self,
+        name: &str,
+        component: &str,
+        selector: BTreeMap<String, String>,
+        ports: Vec<ServicePort>,
+        headless: bool,
+    ) -> Result<Child> {
         let mut spec = ServiceSpec {
             selector: Some(selector),
-            ports: Some(ports.collect()),
+            ports: Some(ports),
             ..ServiceSpec::default()
         };
         if headless {
@@ -272,4 +279,14 @@ pub fn fnv(text: &str) -> String {
         h = h.wrapping_mul(0x0100_0000_01b3);
     }
     format!("{h:016x}")
+}
+
+/// A Service port `name` on `port`, to the container port named `target`.
+pub fn service_port(name: &str, port: i32, target: &str) -> ServicePort {
+    ServicePort {
+        name: Some(name.to_string()),
+        port,
+        target_port: Some(IntOrString::String(target.to_string())),
+        ..ServicePort::default()
+    }
 }

@@ -12,6 +12,7 @@ pub mod drift;
 pub mod factory;
 pub mod labels;
 pub mod live;
+pub mod monitoring;
 pub mod owner;
 pub mod pods;
 pub mod podspec;

@@ -1,7 +1,7 @@
 //! Pure: the NetworkPolicy a store gets when it serves the stock images (no Redis password,
 //! postgres/postgres): only the store's own pods (members, backup and restore Jobs), the pods
-//! of apps declared as its clients, and the operator may connect; an exporter's metrics port
-//! is open to all.
+//! of apps declared as its clients, and the operator may connect; the metrics ports are open
+//! to the scrapers' namespaces (`spec.monitoring.scraperNamespaceSelector`, else any).
 
 use super::children::{Child, ChildKind};
 use super::factory::Factory;
@@ -16,6 +16,14 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::LabelSelector;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use std::collections::BTreeMap;
 
+/// The metrics ports of a store and who may scrape them.
+#[derive(Clone, Debug, Default)]
+pub struct MetricsPorts {
+    pub ports: Vec<i32>,
+    /// Namespaces of the scrapers; any namespace when `None`.
+    pub scrapers: Option<LabelSelector>,
+}
+
 /// The policy `name` (component `component`) over every pod of the store instance `f`
 /// builds for; clients are pods labelled `client_label: <instance>`.
 pub fn store_clients_only(
@@ -23,7 +31,7 @@ pub fn store_clients_only(
     name: &str,
     component: &str,
     client_label: &str,
-    exporter_port: Option<i32>,
+    metrics: &MetricsPorts,
 ) -> Result<Child> {
     let pods = |pairs: &[(&str, &str)]| {
         let labels = pairs.iter().map(|(k, v)| (k.to_string(), v.to_string()));
@@ -49,13 +57,19 @@ pub fn store_clients_only(
         from: Some(from),
         ..NetworkPolicyIngressRule::default()
     }];
-    if let Some(port) = exporter_port {
+    if !metrics.ports.is_empty() {
+        let ports = metrics.ports.iter().map(|p| NetworkPolicyPort {
+            port: Some(IntOrString::Int(*p)),
+            ..NetworkPolicyPort::default()
+        });
+        // Pods in the scrapers' namespaces: Prometheus runs in a namespace of its own.
+        let scrapers = NetworkPolicyPeer {
+            namespace_selector: Some(metrics.scrapers.clone().unwrap_or_default()),
+            ..NetworkPolicyPeer::default()
+        };
         rules.push(NetworkPolicyIngressRule {
-            ports: Some(vec![NetworkPolicyPort {
-                port: Some(IntOrString::Int(port)),
-                ..NetworkPolicyPort::default()
-            }]),
-            ..NetworkPolicyIngressRule::default()
+            from: Some(vec![scrapers]),
+            ports: Some(ports.collect()),
         });
     }
     let policy = NetworkPolicy {

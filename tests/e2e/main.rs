@@ -17,6 +17,7 @@ mod helm;
 mod identity;
 mod invalid_runtime;
 mod leader;
+mod monitoring;
 mod network;
 mod patroni_backup;
 mod patroni_cluster;

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 // targets without a cluster (tests/standins) share it without the rest of this one.
 #[path = "skip.rs"]
 mod skip;
-pub use skip::{Capability, require, require_part};
+pub use skip::{Capability, require, require_part, skip};
 
 pub const MANAGER: &str = "gbo-e2e";
 

@@ -64,6 +64,7 @@ impl Settings {
             "postgres-exporter" | "postgres_exporter" => {
                 Some(vec!["prometheus-postgres-exporter".into()])
             }
+            "nginx-prometheus-exporter" => Some(vec!["prometheus-nginx-exporter".into()]),
             // The stock app images: stand-ins of our own (e2e/standins).
             "examplevotingapp_vote" => Some(standin("vote")),
             "examplevotingapp_result" => Some(standin("result")),
@@ -115,6 +116,27 @@ fn standin(app: &str) -> Vec<String> {
 mod tests {
     use std::process::Command;
     use std::time::{Duration, Instant};
+
+    #[test]
+    fn exporter_images_run_debians_exporters() {
+        let cmd = |image: &str| super::Settings::default_command(image).map(|c| c.join(" "));
+        for (image, program) in [
+            (
+                "docker.io/oliver006/redis_exporter:v1.67.0",
+                "prometheus-redis-exporter",
+            ),
+            (
+                "quay.io/prometheuscommunity/postgres-exporter:v0.17.1",
+                "prometheus-postgres-exporter",
+            ),
+            (
+                "docker.io/nginx/nginx-prometheus-exporter:1.4.2",
+                "prometheus-nginx-exporter",
+            ),
+        ] {
+            assert_eq!(cmd(image).as_deref(), Some(program), "{image}");
+        }
+    }
 
     #[test]
     fn a_stand_in_stops_on_sigterm_and_exits_as_its_child_did() {

@@ -3,7 +3,7 @@
 //! resources the store controllers build from, so only they ever build stores.
 
 use super::binding::Binding;
-use crate::crd::common::StoreStatus;
+use crate::crd::common::{MonitoringSpec, StoreStatus};
 use crate::crd::patroni_cluster::PatroniClusterSpec;
 use crate::crd::redis_sentinel::RedisSentinelSpec;
 use crate::crd::{PatroniCluster, RedisSentinel};
@@ -138,24 +138,37 @@ impl PostgresView {
     }
 }
 
-/// An owned RedisSentinel built from an app's inline spec.
+/// An inline store's monitoring: its own when set, else the app's.
+fn inherited(own: &Option<MonitoringSpec>, app: Option<&MonitoringSpec>) -> Option<MonitoringSpec> {
+    own.clone().or_else(|| app.cloned())
+}
+
+/// An owned RedisSentinel built from an app's inline spec (monitored as the app is, unless
+/// the inline spec says otherwise).
 pub fn owned_redis(
     f: &Factory,
     name: &str,
     spec: &RedisSentinelSpec,
+    monitoring: Option<&MonitoringSpec>,
 ) -> crate::error::Result<Child> {
-    let mut rs = RedisSentinel::new(name, spec.clone());
+    let mut spec = spec.clone();
+    spec.monitoring = inherited(&spec.monitoring, monitoring);
+    let mut rs = RedisSentinel::new(name, spec);
     rs.metadata = f.object_meta(name, "redis");
     f.typed(ChildKind::RedisSentinel, &rs)
 }
 
-/// An owned PatroniCluster built from an app's inline spec.
+/// An owned PatroniCluster built from an app's inline spec (monitored as the app is, unless
+/// the inline spec says otherwise).
 pub fn owned_postgres(
     f: &Factory,
     name: &str,
     spec: &PatroniClusterSpec,
+    monitoring: Option<&MonitoringSpec>,
 ) -> crate::error::Result<Child> {
-    let mut pc = PatroniCluster::new(name, spec.clone());
+    let mut spec = spec.clone();
+    spec.monitoring = inherited(&spec.monitoring, monitoring);
+    let mut pc = PatroniCluster::new(name, spec);
     pc.metadata = f.object_meta(name, "postgres");
     f.typed(ChildKind::PatroniCluster, &pc)
 }

@@ -9,10 +9,11 @@ use crate::controllers::apps::tier::{self, Http, PodExtras, Tier};
 use crate::controllers::apps::{REDIS_CLIENT_LABEL, glue, route, stores};
 use crate::controllers::redis_sentinel::names::{ROLE_MASTER, ROLE_REPLICA, redis_role_selector};
 use crate::crd::Guestbook;
-use crate::crd::common::ServiceSpec;
+use crate::crd::common::{MonitoringSpec, ServiceSpec};
 use crate::error::Result;
 use crate::k8s::children::{Child, ChildKind};
 use crate::k8s::factory::{Factory, fnv};
+use crate::k8s::monitoring;
 use crate::k8s::podspec::{env, secret_env};
 use k8s_openapi::api::core::v1::{
     ConfigMap, ConfigMapVolumeSource, Container, Volume, VolumeMount,
@@ -46,7 +47,12 @@ pub fn build(gb: &Guestbook, v: &Validated) -> Result<Built> {
     let spec = &gb.spec;
     let mut out = Vec::new();
     if let Some(inline) = spec.redis.spec.as_deref() {
-        out.push(stores::owned_redis(&f, &v.store.name, inline)?);
+        out.push(stores::owned_redis(
+            &f,
+            &v.store.name,
+            inline,
+            spec.monitoring.as_ref(),
+        )?);
     }
     let names = &spec.redis_service_names;
     let leader = redis_role_selector(&v.store.name, ROLE_MASTER);
@@ -105,6 +111,7 @@ pub fn build(gb: &Guestbook, v: &Validated) -> Result<Built> {
     out.extend(tier::objects(&f, &frontend, spec.scheduling.as_ref())?);
 
     let mut entry = v.names.frontend.clone();
+    let monitored = MonitoringSpec::wanted(spec.monitoring.as_ref());
     if let Some(p) = &spec.proxy {
         const LISTEN: i32 = 80;
         let conf = proxy::config(&v.owner, p, &v.names.frontend, fe.service.port, LISTEN);
@@ -132,6 +139,7 @@ pub fn build(gb: &Guestbook, v: &Validated) -> Result<Built> {
                 }]),
                 ..Container::default()
             }),
+            sidecars: monitored.then(proxy::exporter).into_iter().collect(),
             ..PodExtras::default()
         };
         let proxy_tier = Tier {
@@ -154,6 +162,16 @@ pub fn build(gb: &Guestbook, v: &Validated) -> Result<Built> {
             extra,
         };
         out.extend(tier::objects(&f, &proxy_tier, spec.scheduling.as_ref())?);
+        if monitored {
+            // A PodMonitor, not a port on the proxy Service: that Service is the app's public
+            // entrance (NodePort, LoadBalancer), where metrics have no business.
+            out.push(monitoring::pod_monitor(
+                &f,
+                &v.names.proxy,
+                PROXY,
+                &["metrics"],
+            )?);
+        }
         entry = v.names.proxy.clone();
     }
     let component = if spec.proxy.is_some() {

@@ -16,6 +16,7 @@ use super::Managed;
 use crate::crd::{Guestbook, RedisSentinel};
 use crate::k8s::cache::{OwnedCaches, watch_children};
 use crate::k8s::children::ChildKind;
+use crate::k8s::monitoring;
 use crate::k8s::sync::Synced;
 use crate::k8s::watches::{main_controller, referrers, scoped_api, watch_pods};
 use kube::runtime::{Controller, watcher};
@@ -35,6 +36,7 @@ pub const CHILD_KINDS: &[ChildKind] = &[
     ChildKind::Deployment,
     ChildKind::HorizontalPodAutoscaler,
     ChildKind::Ingress,
+    ChildKind::PodMonitor,
 ];
 
 /// The name of the store `gb` uses.
@@ -52,6 +54,7 @@ pub fn controller(
     namespace: Option<&str>,
     synced: &Synced,
     owned: &mut OwnedCaches,
+    monitoring_served: bool,
 ) -> Controller<Guestbook> {
     let wc = watcher::Config::default();
     let ctl = main_controller::<Guestbook>(client, namespace, synced);
@@ -73,7 +76,9 @@ pub fn controller(
     // The tiers' pods: what a tier that does not become available shows (image pulls,
     // scheduling) is reported in status, and a change to it wakes the app.
     let (ctl, pods) = watch_pods(ctl, client, namespace, KIND, synced);
-    let (ctl, children) = watch_children(ctl, client, namespace, KIND, CHILD_KINDS, synced);
+    // A kind the API server does not serve is not watched: its watch would never sync.
+    let kinds = monitoring::watchable(CHILD_KINDS, monitoring_served);
+    let (ctl, children) = watch_children(ctl, client, namespace, KIND, &kinds, synced);
     owned.insert(KIND, children, Some(pods));
     ctl
 }

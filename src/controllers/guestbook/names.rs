@@ -15,6 +15,10 @@ pub const PROXY_CONF_DIR: &str = "/etc/nginx/conf.d";
 pub const PROXY_CONF_KEY: &str = "guestbook.conf";
 /// The proxy's own status page, for an exporter in the pod only.
 pub const PROXY_STATUS_PORT: i32 = 8081;
+/// The nginx exporter sidecar of a monitored proxy: its port, and its image, whose only
+/// job is to turn `stub_status` into Prometheus metrics.
+pub const PROXY_EXPORTER_PORT: i32 = 9113;
+pub const PROXY_EXPORTER_IMAGE: &str = "docker.io/nginx/nginx-prometheus-exporter:1.4.2";
 
 /// Names of the objects of one Guestbook.
 #[derive(Clone, Debug, PartialEq, Eq)]

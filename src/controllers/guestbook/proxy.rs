@@ -3,9 +3,11 @@
 //! for probes; `stub_status` on a port of its own for an exporter in the pod; access logs with
 //! the upstream's timing; the frontend Service as the upstream.
 
-use super::names::PROXY_STATUS_PORT;
+use super::names::{PROXY_EXPORTER_IMAGE, PROXY_EXPORTER_PORT, PROXY_STATUS_PORT};
 use crate::crd::guestbook::ProxySpec;
 use crate::k8s::owner::Owner;
+use crate::k8s::podspec::{container_port, restricted_container};
+use k8s_openapi::api::core::v1::Container;
 
 /// The configuration, included in nginx's `http` block.
 pub fn config(owner: &Owner, p: &ProxySpec, frontend: &str, port: i32, listen: i32) -> String {
@@ -48,8 +50,9 @@ server {{
     }}
 }}
 
+# Reachable from inside the pod only (the exporter sidecar): never from the network.
 server {{
-    listen {PROXY_STATUS_PORT};
+    listen 127.0.0.1:{PROXY_STATUS_PORT};
     access_log off;
     location = /stub_status {{
         stub_status;
@@ -64,4 +67,22 @@ server {{
         conns = p.max_connections_per_client,
         burst = p.burst,
     )
+}
+
+/// The nginx exporter beside a monitored proxy, as a native sidecar: it reads `stub_status`
+/// over the pod's loopback and serves `nginx_connections_*` on the port named `metrics`.
+/// The flag is spelled with two dashes, which both the exporter's kingpin flags (1.x) and
+/// Go's flag package (0.x, Debian's) accept.
+pub fn exporter() -> Container {
+    Container {
+        name: "exporter".into(),
+        image: Some(PROXY_EXPORTER_IMAGE.into()),
+        args: Some(vec![format!(
+            "--nginx.scrape-uri=http://127.0.0.1:{PROXY_STATUS_PORT}/stub_status"
+        )]),
+        restart_policy: Some("Always".into()),
+        ports: Some(vec![container_port("metrics", PROXY_EXPORTER_PORT)]),
+        security_context: Some(restricted_container()),
+        ..Container::default()
+    }
 }

@@ -8,7 +8,7 @@ use super::status;
 use super::validate::{self, Validated};
 use crate::context::Context;
 use crate::controllers::apps::{glue, handoff, route};
-use crate::controllers::{Verdict, conclude, finish, instrumented, publish};
+use crate::controllers::{Verdict, conclude, finish, instrumented, publish, withhold_monitoring};
 use crate::crd::Guestbook;
 use crate::error::Result;
 use crate::k8s::apply;
@@ -37,7 +37,11 @@ async fn run(gb: Arc<Guestbook>, ctx: Arc<Context>) -> Result<Action> {
     if let Some(stalled) = glue::taken(&ctx.client, cache, &v.owner, &names).await? {
         return finish(&ctx, gb.as_ref(), Verdict::new(stalled), |_| {}).await;
     }
-    let Built { children, routes } = build::build(&gb, &v)?;
+    let Built {
+        mut children,
+        routes,
+    } = build::build(&gb, &v)?;
+    withhold_monitoring(&ctx, gb.as_ref(), &mut children).await;
     hand_over(&ctx, &gb, &v, cache).await?;
     let keep = [ChildKind::RedisSentinel];
     let applied = apply::sync_keeping(&ctx.client, cache, &v.owner, &children, &keep).await;

@@ -2,18 +2,22 @@
 
 use super::{backup, config, roles};
 use crate::crd::PatroniCluster;
+use crate::crd::common::MonitoringSpec;
 use crate::error::Result;
 use crate::k8s::children::{Child, ChildKind};
 use crate::k8s::factory::{self, Factory};
 use crate::k8s::owner::Owner;
-use crate::k8s::{labels, policy};
+use crate::k8s::{labels, monitoring, policy};
 use k8s_openapi::ByteString;
 use k8s_openapi::api::core::v1::{ConfigMap, Secret, ServiceAccount};
 use k8s_openapi::api::rbac::v1::{PolicyRule, Role, RoleBinding, RoleRef, Subject};
 use serde_json::{Value, json};
 use std::collections::BTreeMap;
 
-use super::names::{APP, CLIENT_LABEL, Names, PG_PORT, POSTGRES, ROLE_PRIMARY, ROLE_REPLICA};
+use super::names::{
+    API_PORT, APP, CLIENT_LABEL, EXPORTER_PORT, Names, PG_PORT, POSTGRES, ROLE_PRIMARY,
+    ROLE_REPLICA,
+};
 use super::validate::Validated;
 
 mod members;
@@ -159,7 +163,7 @@ fn secrets(f: &Factory, pc: &PatroniCluster, n: &Names, inputs: &Inputs) -> Resu
     Ok(out)
 }
 
-fn services(f: &Factory, n: &Names) -> Result<Vec<Child>> {
+fn services(f: &Factory, pc: &PatroniCluster, n: &Names) -> Result<Vec<Child>> {
     let selector = f.selector(POSTGRES);
     let with_role = |role: &str| {
         let mut s = selector.clone();
@@ -167,11 +171,37 @@ fn services(f: &Factory, n: &Names) -> Result<Vec<Child>> {
         s
     };
     let ports = [("postgresql", PG_PORT)];
+    // The metrics ports on the members' headless Service: every member is scraped, leader
+    // or not. Patroni serves `/metrics` on its REST API; no sidecar needed for it.
+    let mut headless = vec![("postgresql", PG_PORT)];
+    headless.extend(metrics_ports(pc));
     Ok(vec![
         f.service(&n.primary, POSTGRES, with_role(ROLE_PRIMARY), &ports, false)?,
         f.service(&n.replica, POSTGRES, with_role(ROLE_REPLICA), &ports, false)?,
-        f.service(&n.headless, POSTGRES, selector.clone(), &ports, true)?,
+        f.service(&n.headless, POSTGRES, selector.clone(), &headless, true)?,
     ])
+}
+
+/// The named metrics ports: Patroni's REST API when monitored, the exporter's when it runs.
+fn metrics_ports(pc: &PatroniCluster) -> Vec<(&'static str, i32)> {
+    let s = &pc.spec;
+    let mut out = Vec::new();
+    if MonitoringSpec::wanted(s.monitoring.as_ref()) {
+        out.push(("patroni", API_PORT));
+    }
+    if monitoring::exporter(s.exporter.as_ref(), s.monitoring.as_ref()).is_some() {
+        out.push(("metrics", EXPORTER_PORT));
+    }
+    out
+}
+
+/// The ServiceMonitor over Patroni's and the exporter's `/metrics`, when monitoring is wanted.
+fn service_monitor(f: &Factory, pc: &PatroniCluster, n: &Names) -> Result<Option<Child>> {
+    if !MonitoringSpec::wanted(pc.spec.monitoring.as_ref()) {
+        return Ok(None);
+    }
+    let ports: Vec<&str> = metrics_ports(pc).iter().map(|(name, _)| *name).collect();
+    monitoring::service_monitor(f, &n.statefulset, POSTGRES, &ports).map(Some)
 }
 
 /// Every child of `pc`.
@@ -190,16 +220,22 @@ pub fn build(pc: &PatroniCluster, v: &Validated, inputs: &Inputs) -> Result<Vec<
         ..ConfigMap::default()
     };
     out.push(f.typed(ChildKind::ConfigMap, &config)?);
-    out.extend(services(&f, n)?);
+    out.extend(services(&f, pc, n)?);
     if pc.spec.auth.stock_app_credentials {
-        let exporter = pc.spec.exporter.as_ref().filter(|x| x.enabled);
-        let port = exporter.map(|_| super::names::EXPORTER_PORT);
+        let metrics = policy::MetricsPorts {
+            ports: metrics_ports(pc).iter().map(|(_, port)| *port).collect(),
+            scrapers: pc
+                .spec
+                .monitoring
+                .as_ref()
+                .and_then(|m| m.scraper_namespace_selector.clone()),
+        };
         out.push(policy::store_clients_only(
             &f,
             &n.statefulset,
             POSTGRES,
             CLIENT_LABEL,
-            port,
+            &metrics,
         )?);
     }
     out.push(factory::disruption_budget(&f, &n.statefulset, POSTGRES)?);
@@ -218,6 +254,7 @@ pub fn build(pc: &PatroniCluster, v: &Validated, inputs: &Inputs) -> Result<Vec<
         &factory::fnv(&local_config().to_string()),
         inputs.replicas,
     )?);
+    out.extend(service_monitor(&f, pc, n)?);
     Ok(out)
 }
 

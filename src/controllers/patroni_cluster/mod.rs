@@ -21,6 +21,7 @@ use super::Managed;
 use crate::crd::PatroniCluster;
 use crate::k8s::cache::{OwnedCaches, watch_children};
 use crate::k8s::children::ChildKind;
+use crate::k8s::monitoring;
 use crate::k8s::sync::Synced;
 use crate::k8s::watches::{main_controller, referrers, scoped_api, watch_pods};
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Secret};
@@ -48,6 +49,7 @@ pub const CHILD_KINDS: &[ChildKind] = &[
     ChildKind::PersistentVolumeClaim,
     ChildKind::CronJob,
     ChildKind::Job,
+    ChildKind::ServiceMonitor,
 ];
 
 /// The controller, also woken when a Secret or claim a PatroniCluster references changes.
@@ -57,6 +59,7 @@ pub fn controller(
     namespace: Option<&str>,
     synced: &Synced,
     owned: &mut OwnedCaches,
+    monitoring_served: bool,
 ) -> Controller<PatroniCluster> {
     let wc = watcher::Config::default();
     let ctl = main_controller::<PatroniCluster>(client, namespace, synced);
@@ -78,7 +81,9 @@ pub fn controller(
             })
         });
     let (ctl, pods) = watch_pods(ctl, client, namespace, KIND, synced);
-    let (ctl, children) = watch_children(ctl, client, namespace, KIND, CHILD_KINDS, synced);
+    // A kind the API server does not serve is not watched: its watch would never sync.
+    let kinds = monitoring::watchable(CHILD_KINDS, monitoring_served);
+    let (ctl, children) = watch_children(ctl, client, namespace, KIND, &kinds, synced);
     owned.insert(KIND, children, Some(pods));
     ctl
 }

@@ -13,7 +13,8 @@ use super::validate::{self, Validated, World, referenced_secrets};
 use crate::context::Context;
 use crate::controllers::credentials;
 use crate::controllers::{
-    Verdict, WAITING_RECHECK, conclude, finish, instrumented, job_results, publish,
+    Verdict, WAITING_RECHECK, backups, conclude, finish, instrumented, job_results, publish,
+    withhold_monitoring,
 };
 use crate::crd::PatroniCluster;
 use crate::crd::common::BackupStatus;
@@ -92,6 +93,7 @@ async fn run(pc: Arc<PatroniCluster>, ctx: Arc<Context>) -> Result<Action> {
     let rotation =
         credentials::patroni::prepare(&ctx, &pc, &v, cache, &creds, has_primary, &mut children)
             .await?;
+    withhold_monitoring(&ctx, pc.as_ref(), &mut children).await;
     let applied = apply::sync(&ctx.client, cache, &v.owner, &children).await;
     if let Some(verdict) = creds.lost_verdict(validate::warnings(&pc)) {
         // Members must not be rolled while a Secret they start with is missing.
@@ -143,6 +145,17 @@ async fn run(pc: Arc<PatroniCluster>, ctx: Arc<Context>) -> Result<Action> {
         extras,
         requeue: Some(requeue),
     };
+    let previous = pc.status.as_ref();
+    let last_success = backups::last_success(
+        jobs.last_backup.as_ref(),
+        previous.and_then(|s| s.last_successful_backup.clone()),
+        previous.and_then(|s| s.last_backup.as_ref()),
+    );
+    let check =
+        (jobs.restore_check.as_ref()).or(previous.and_then(|s| s.last_restore_check.as_ref()));
+    let spec = pc.spec.backup.as_ref().map(|b| &b.common);
+    let series = backups::series(spec, last_success.as_ref(), check, jiff::Timestamp::now());
+    backups::observe(&ctx, KIND, &v.owner.namespace, &v.owner.name, series);
     let ready = status::ready_count(&seen.pods);
     let fill = |s: &mut PatroniClusterStatus| {
         status::fill(s, &v, ready, seen.cluster.as_ref(), leader, jobs);

@@ -4,6 +4,7 @@
 use super::names::{APP, POSTGRES};
 use super::operate::MemberPod;
 use super::validate::Validated;
+use crate::controllers::backups;
 use crate::crd::PatroniCluster;
 use crate::crd::common::BackupStatus;
 use crate::crd::patroni_cluster::{PatroniClusterStatus, PatroniMemberStatus, SynchronousMode};
@@ -116,6 +117,11 @@ pub fn fill(
     jobs: JobResults,
 ) {
     // Job pods come and go with history limits: keep what was last read.
+    s.last_successful_backup = backups::last_success(
+        jobs.last_backup.as_ref(),
+        s.last_successful_backup.take(),
+        s.last_backup.as_ref(),
+    );
     if jobs.last_backup.is_some() {
         s.last_backup = jobs.last_backup;
     }

@@ -3,15 +3,18 @@
 
 use super::conf;
 use super::names::{
-    APP, BACKUP, CLIENT_LABEL, Names, REDIS, REDIS_UID, ROLE_MASTER, ROLE_REPLICA, SENTINEL,
+    APP, BACKUP, CLIENT_LABEL, METRICS_PORT_NAME, Names, REDIS, REDIS_UID, ROLE_MASTER,
+    ROLE_REPLICA, SENTINEL, SENTINEL_EXPORTER_PORT, SENTINEL_METRICS_PORT_NAME,
     redis_role_selector,
 };
 use super::validate::Validated;
 use crate::crd::RedisSentinel;
+use crate::crd::common::{ExporterSpec, MonitoringSpec};
 use crate::error::Result;
 use crate::k8s::backup_jobs;
 use crate::k8s::children::{Child, ChildKind};
-use crate::k8s::factory::{self, Factory, fnv};
+use crate::k8s::factory::{self, Factory, fnv, service_port};
+use crate::k8s::monitoring;
 use crate::k8s::podspec::{self, restricted_pod, secret_env};
 use crate::k8s::policy;
 use k8s_openapi::api::core::v1::{ConfigMap, EnvVar};
@@ -31,6 +34,8 @@ struct Ctx<'a> {
     f: Factory,
     name: &'a str,
     names: &'a Names,
+    /// The exporter sidecars (Redis and Sentinel pods), when asked for or monitored.
+    exporter: Option<ExporterSpec>,
 }
 
 impl Ctx<'_> {
@@ -50,19 +55,45 @@ fn services(c: &Ctx) -> Result<Vec<Child>> {
     let master = redis_role_selector(c.name, ROLE_MASTER);
     let replica = redis_role_selector(c.name, ROLE_REPLICA);
     let (redises, sentinels) = (f.selector(REDIS), f.selector(SENTINEL));
+    // The metrics ports go on one Service each, so every exporter is scraped once: the Redis
+    // one on the headless Service (every member, master or not), the Sentinel one on the
+    // Sentinel Service.
+    let mut headless = vec![service_port("redis", conf::REDIS_PORT, "redis")];
+    let mut sentinel_ports = vec![service_port("sentinel", conf::SENTINEL_PORT, "sentinel")];
+    if c.exporter.is_some() {
+        headless.push(service_port(
+            METRICS_PORT_NAME,
+            conf::EXPORTER_PORT,
+            "metrics",
+        ));
+        sentinel_ports.push(service_port(
+            SENTINEL_METRICS_PORT_NAME,
+            SENTINEL_EXPORTER_PORT,
+            "metrics",
+        ));
+    }
     Ok(vec![
         f.service(&n.master_service, REDIS, master, &redis, false)?,
         f.service(&n.replica_service, REDIS, replica, &redis, false)?,
-        f.service(&n.redis_headless, REDIS, redises, &redis, true)?,
-        f.service(
+        f.service_on(&n.redis_headless, REDIS, redises, headless, true)?,
+        f.service_on(
             &n.sentinel_service,
             SENTINEL,
             sentinels.clone(),
-            &sentinel,
+            sentinel_ports,
             false,
         )?,
         f.service(&n.sentinel_headless, SENTINEL, sentinels, &sentinel, true)?,
     ])
+}
+
+/// The ServiceMonitor over both exporters, when monitoring is wanted.
+fn service_monitor(c: &Ctx) -> Result<Option<Child>> {
+    if !MonitoringSpec::wanted(c.rs.spec.monitoring.as_ref()) {
+        return Ok(None);
+    }
+    let ports = [METRICS_PORT_NAME, SENTINEL_METRICS_PORT_NAME];
+    monitoring::service_monitor(&c.f, c.name, REDIS, &ports).map(Some)
 }
 
 fn disruption_budgets(c: &Ctx) -> Result<Vec<Child>> {
@@ -75,9 +106,19 @@ fn disruption_budgets(c: &Ctx) -> Result<Vec<Child>> {
 /// Without a password, only the store's own pods, its declared clients (pods labelled
 /// `guestbook-operator.dev/redis-client: <name>`) and the operator may connect.
 fn network_policy(c: &Ctx) -> Result<Child> {
-    let exporter = c.rs.spec.exporter.as_ref().filter(|x| x.enabled);
-    let port = exporter.map(|_| conf::EXPORTER_PORT);
-    policy::store_clients_only(&c.f, &c.names.redis, REDIS, CLIENT_LABEL, port)
+    let metrics = policy::MetricsPorts {
+        ports: match c.exporter {
+            Some(_) => vec![conf::EXPORTER_PORT, SENTINEL_EXPORTER_PORT],
+            None => Vec::new(),
+        },
+        scrapers: c
+            .rs
+            .spec
+            .monitoring
+            .as_ref()
+            .and_then(|m| m.scraper_namespace_selector.clone()),
+    };
+    policy::store_clients_only(&c.f, &c.names.redis, REDIS, CLIENT_LABEL, &metrics)
 }
 
 fn backup(c: &Ctx) -> Result<Vec<Child>> {
@@ -115,6 +156,7 @@ pub fn build(rs: &RedisSentinel, v: &Validated, inputs: &Inputs) -> Result<Vec<C
         f: Factory::new(&v.owner, APP),
         name: &v.owner.name,
         names: &v.names,
+        exporter: monitoring::exporter(rs.spec.exporter.as_ref(), rs.spec.monitoring.as_ref()),
     };
     let (redis_conf, sentinel_conf) = (
         conf::redis_conf(rs, &v.owner),
@@ -147,6 +189,7 @@ pub fn build(rs: &RedisSentinel, v: &Validated, inputs: &Inputs) -> Result<Vec<C
     out.push(pods::redis(&c, &redis_hash)?);
     out.push(pods::sentinel(&c, &sentinel_hash)?);
     out.extend(backup(&c)?);
+    out.extend(service_monitor(&c)?);
     Ok(out)
 }
 

@@ -10,6 +10,14 @@ pub const KIND: &str = "RedisSentinel";
 pub const REDIS_PORT: i32 = 6379;
 pub const SENTINEL_PORT: i32 = 26379;
 pub const EXPORTER_PORT: i32 = 9121;
+/// The second redis_exporter, in each Sentinel pod, talking to its Sentinel.
+pub const SENTINEL_EXPORTER_PORT: i32 = 9355;
+/// Names of the metrics ports on the Services (the Sentinel Service's differs from the
+/// Redis one's so that each ServiceMonitor endpoint scrapes one kind of target).
+pub const METRICS_PORT_NAME: &str = "metrics";
+pub const SENTINEL_METRICS_PORT_NAME: &str = "sentinel-metrics";
+/// The vote queue's key, checked by the exporter of a VoteApp's own Redis.
+pub const VOTES_KEY: &str = "db0=votes";
 /// The redis image's user and group.
 pub const REDIS_UID: i64 = 999;
 pub const DEFAULT_EXPORTER_IMAGE: &str = "docker.io/oliver006/redis_exporter:v1.67.0";

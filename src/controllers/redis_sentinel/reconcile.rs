@@ -10,7 +10,8 @@ use super::{follow, heal, topology};
 use crate::context::Context;
 use crate::controllers::credentials::{self, Guarded};
 use crate::controllers::{
-    Verdict, WAITING_RECHECK, conclude, finish, instrumented, job_results, publish,
+    Verdict, WAITING_RECHECK, backups, conclude, finish, instrumented, job_results, publish,
+    withhold_monitoring,
 };
 use crate::crd::RedisSentinel;
 use crate::crd::common::BackupStatus;
@@ -66,6 +67,7 @@ async fn run(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Action> {
     let creds = credentials::redis::store(&v);
     let creds =
         credentials::protect(&ctx, rs.as_ref(), &v.owner, cache, &mut children, &creds).await?;
+    withhold_monitoring(&ctx, rs.as_ref(), &mut children).await;
     let applied = apply::sync(&ctx.client, cache, &v.owner, &children).await;
     if let Some(verdict) = creds.lost_verdict(validate::warnings(&rs)) {
         return conclude(&ctx, rs.as_ref(), verdict, applied, |_| {}).await;
@@ -97,6 +99,19 @@ async fn run(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Action> {
         requeue: Some(requeue),
     };
     let (topo, moved, last_backup) = (acted.topology, acted.master_moved, acted.last_backup);
+    let previous = rs.status.as_ref();
+    let last_success = backups::last_success(
+        last_backup.as_ref(),
+        previous.and_then(|s| s.last_successful_backup.clone()),
+        previous.and_then(|s| s.last_backup.as_ref()),
+    );
+    let series = backups::series(
+        rs.spec.backup.as_ref(),
+        last_success.as_ref(),
+        None,
+        jiff::Timestamp::now(),
+    );
+    backups::observe(&ctx, KIND, &v.owner.namespace, &v.owner.name, series);
     let version = acted.credentials_version;
     let fill = |s: &mut RedisSentinelStatus| {
         status::fill(s, &v, cache, &topo, moved, last_backup);

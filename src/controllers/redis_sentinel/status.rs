@@ -4,6 +4,7 @@
 use super::names::{APP, REDIS};
 use super::topology::{Plan, RedisNode, SentinelNode};
 use super::validate::Validated;
+use crate::controllers::backups;
 use crate::crd::RedisSentinel;
 use crate::crd::common::BackupStatus;
 use crate::crd::redis_sentinel::{RedisMasterStatus, RedisSentinelStatus};
@@ -196,6 +197,11 @@ pub fn fill(
         s.last_failover_time = Some(Time(jiff::Timestamp::now()));
     }
     // Job pods come and go with history limits: keep what was last read.
+    s.last_successful_backup = backups::last_success(
+        last_backup.as_ref(),
+        s.last_successful_backup.take(),
+        s.last_backup.as_ref(),
+    );
     if last_backup.is_some() {
         s.last_backup = last_backup;
     }

@@ -188,10 +188,20 @@ pub fn build(app: &VoteApp, v: &Validated, inputs: &Inputs) -> Result<Built> {
     let mut out = Vec::new();
     let inline_redis = spec.redis.as_ref().and_then(|r| r.spec.as_deref());
     if let (Some(b), Some(inline)) = (&v.redis_store, inline_redis) {
-        out.push(stores::owned_redis(&f, &b.name, inline)?);
+        out.push(stores::owned_redis(
+            &f,
+            &b.name,
+            inline,
+            app.spec.monitoring.as_ref(),
+        )?);
     }
     if let Some(inline) = spec.postgres.spec.as_deref() {
-        out.push(stores::owned_postgres(&f, &v.postgres_store.name, inline)?);
+        out.push(stores::owned_postgres(
+            &f,
+            &v.postgres_store.name,
+            inline,
+            app.spec.monitoring.as_ref(),
+        )?);
     }
     if let Some(b) = &v.redis_store {
         let selector = redis_role_selector(&b.name, ROLE_MASTER);

@@ -12,6 +12,7 @@ use crate::error::Result;
 use crate::k8s::children::Child;
 use crate::k8s::factory::{Factory, Members};
 use crate::k8s::labels;
+use crate::k8s::monitoring;
 use crate::k8s::podspec::{
     self, Timing, config_map_volume, container_port, empty_dir, env, field_env, http_probe, mount,
     placement, pod_ip_env, read_only_mount, restricted_container, restricted_pod, secret_env,
@@ -35,8 +36,8 @@ pub fn statefulset(
     let s = &pc.spec;
     let n = &v.names;
     let mut containers = vec![patroni(f, pc, v)];
-    if let Some(x) = s.exporter.as_ref().filter(|x| x.enabled) {
-        containers.push(exporter(x, &v.superuser_secret));
+    if let Some(x) = monitoring::exporter(s.exporter.as_ref(), s.monitoring.as_ref()) {
+        containers.push(exporter(&x, &v.superuser_secret));
     }
     let mut pod = PodSpec {
         service_account_name: Some(n.account.clone()),

@@ -2,12 +2,16 @@
 //! when asked) and the Sentinels.
 
 use super::super::conf;
-use super::super::names::{DEFAULT_EXPORTER_IMAGE, REDIS, REDIS_UID, SENTINEL};
+use super::super::names::{
+    DEFAULT_EXPORTER_IMAGE, REDIS, REDIS_UID, SENTINEL, SENTINEL_EXPORTER_PORT, VOTES_KEY,
+};
 use super::Ctx;
+use crate::controllers::vote_app::names::KIND as VOTE_APP;
 use crate::crd::common::{ExporterSpec, Resources};
 use crate::error::Result;
 use crate::k8s::children::Child;
 use crate::k8s::factory::Members;
+use crate::k8s::labels::OWNER_KIND;
 use crate::k8s::podspec::{
     self, Timing, config_map_volume, container_port, empty_dir, exec_probe, mount, placement,
     pod_ip_env, read_only_mount, restricted_container, restricted_pod, shell,
@@ -27,7 +31,7 @@ pub(super) fn redis(c: &Ctx, config_hash: &str) -> Result<Child> {
         conf::REDIS_PORT,
         &r.resources,
     )];
-    if let Some(x) = c.rs.spec.exporter.as_ref().filter(|x| x.enabled) {
+    if let Some(x) = &c.exporter {
         containers.push(exporter(c, x));
     }
     let mut volumes = vec![
@@ -68,13 +72,17 @@ pub(super) fn sentinel(c: &Ctx, config_hash: &str) -> Result<Child> {
         empty_dir("data"),
         empty_dir("tmp"),
     ];
+    let mut containers = vec![container];
+    if let Some(x) = &c.exporter {
+        containers.push(sentinel_exporter(c, x));
+    }
     let members = Members {
         replicas: s.replicas,
         service: &n.sentinel_headless,
         // One Sentinel at a time, each back and ready before the next goes.
         update: "RollingUpdate",
         config_hash,
-        pod: pod(c, SENTINEL, 10, vec![container], volumes),
+        pod: pod(c, SENTINEL, 10, containers, volumes),
         storage: None,
     };
     c.f.stateful_set(&n.sentinel, SENTINEL, members)
@@ -157,5 +165,24 @@ fn exporter(c: &Ctx, x: &ExporterSpec) -> Container {
     let address = format!("redis://127.0.0.1:{}", conf::REDIS_PORT);
     let mut env = vec![podspec::env("REDIS_ADDR", address)];
     env.extend(c.password_env(&["REDIS_PASSWORD"]));
+    // A VoteApp's own Redis queues votes: the queue's length feeds the VoteQueueGrowing alert
+    // (`redis_key_size{key="votes"}`).
+    let labels = c.rs.metadata.labels.as_ref();
+    if labels.and_then(|l| l.get(OWNER_KIND)).map(String::as_str) == Some(VOTE_APP) {
+        env.push(podspec::env("REDIS_EXPORTER_CHECK_SINGLE_KEYS", VOTES_KEY));
+    }
     podspec::exporter(x, DEFAULT_EXPORTER_IMAGE, conf::EXPORTER_PORT, env)
+}
+
+/// The same exporter against the pod's Sentinel: redis_exporter reports `redis_sentinel_*`
+/// (masters, their addresses, the Sentinels it sees) when the address is a Sentinel's.
+fn sentinel_exporter(c: &Ctx, x: &ExporterSpec) -> Container {
+    let address = format!("redis://127.0.0.1:{}", conf::SENTINEL_PORT);
+    let listen = format!(":{SENTINEL_EXPORTER_PORT}");
+    let mut env = vec![
+        podspec::env("REDIS_ADDR", address),
+        podspec::env("REDIS_EXPORTER_WEB_LISTEN_ADDRESS", listen),
+    ];
+    env.extend(c.password_env(&["REDIS_PASSWORD"]));
+    podspec::exporter(x, DEFAULT_EXPORTER_IMAGE, SENTINEL_EXPORTER_PORT, env)
 }
