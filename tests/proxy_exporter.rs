@@ -94,6 +94,13 @@ async fn the_exporter_sidecar_reads_the_generated_stub_status() {
         .expect("the proxy Deployment");
     let sidecar = &deployment.object["spec"]["template"]["spec"]["initContainers"][0];
     assert_eq!(sidecar["name"], "exporter");
+    // The sidecar's environment too: it holds the retries that outlast nginx's start.
+    let envs: Vec<(String, String)> = sidecar["env"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter_map(|e| Some((e["name"].as_str()?.into(), e["value"].as_str()?.into())))
+        .collect();
     let args: Vec<String> = sidecar["args"]
         .as_array()
         .expect("the sidecar's args")
@@ -127,6 +134,21 @@ async fn the_exporter_sidecar_reads_the_generated_stub_status() {
         ),
     )
     .expect("nginx.conf");
+    // Started first, as in the pod (a native sidecar starts before the main container): it
+    // must wait for nginx rather than exit.
+    let args = args
+        .iter()
+        .map(|a| a.replace("127.0.0.1:8081", &format!("127.0.0.1:{status}")));
+    let _exporter = Running(
+        Command::new(exporter)
+            .args(args)
+            .envs(envs)
+            .arg(format!("--web.listen-address=127.0.0.1:{metrics}"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("the exporter"),
+    );
     let _nginx = Running(
         Command::new(NGINX)
             .args(["-p", &d.to_string(), "-c", &format!("{d}/nginx.conf")])
@@ -135,18 +157,6 @@ async fn the_exporter_sidecar_reads_the_generated_stub_status() {
             .stderr(Stdio::null())
             .spawn()
             .expect("nginx"),
-    );
-    let args = args
-        .iter()
-        .map(|a| a.replace("127.0.0.1:8081", &format!("127.0.0.1:{status}")));
-    let _exporter = Running(
-        Command::new(exporter)
-            .args(args)
-            .arg(format!("--web.listen-address=127.0.0.1:{metrics}"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("the exporter"),
     );
     let deadline = Instant::now() + Duration::from_secs(20);
     let body = loop {

@@ -6,7 +6,7 @@
 use super::names::{PROXY_EXPORTER_IMAGE, PROXY_EXPORTER_PORT, PROXY_STATUS_PORT};
 use crate::crd::guestbook::ProxySpec;
 use crate::k8s::owner::Owner;
-use crate::k8s::podspec::{container_port, restricted_container};
+use crate::k8s::podspec::{container_port, env, restricted_container};
 use k8s_openapi::api::core::v1::Container;
 
 /// The configuration, included in nginx's `http` block.
@@ -72,7 +72,9 @@ server {{
 /// The nginx exporter beside a monitored proxy, as a native sidecar: it reads `stub_status`
 /// over the pod's loopback and serves `nginx_connections_*` on the port named `metrics`.
 /// The flag is spelled with two dashes, which both the exporter's kingpin flags (1.x) and
-/// Go's flag package (0.x, Debian's) accept.
+/// Go's flag package (0.x, Debian's) accept. A native sidecar starts before nginx listens, and
+/// the 0.x exporters exit at once when their first scrape is refused: the retries are set by
+/// environment, which versions without them ignore (an unknown flag would stop them).
 pub fn exporter() -> Container {
     Container {
         name: "exporter".into(),
@@ -80,6 +82,10 @@ pub fn exporter() -> Container {
         args: Some(vec![format!(
             "--nginx.scrape-uri=http://127.0.0.1:{PROXY_STATUS_PORT}/stub_status"
         )]),
+        env: Some(vec![
+            env("NGINX_RETRIES", "30"),
+            env("NGINX_RETRY_INTERVAL", "1s"),
+        ]),
         restart_policy: Some("Always".into()),
         ports: Some(vec![container_port("metrics", PROXY_EXPORTER_PORT)]),
         security_context: Some(restricted_container()),
