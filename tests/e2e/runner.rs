@@ -75,12 +75,16 @@ async fn redis_pods_run_for_real_replicate_and_survive_faults() {
 
     // The master replicates to the replicas, which found it by its headless-Service name.
     let master = ip(&pod_named(&c, &ns.name, REDIS, "redis-0").await).expect("master ip");
-    assert_eq!(
-        redis(master, &["SET", "greeting", "hello"])
-            .await
-            .as_deref(),
-        Some("OK")
-    );
+    // Retried: one request has 3 s, which a suite loading both cores can exceed once.
+    wait_for(
+        "the master to take a write",
+        Duration::from_secs(30),
+        || async {
+            let reply = redis(master, &["SET", "greeting", "hello"]).await;
+            (reply.as_deref() == Some("OK")).then_some(())
+        },
+    )
+    .await;
     for replica in ["redis-1", "redis-2"] {
         let rip = ip(&pod_named(&c, &ns.name, REDIS, replica).await).expect("replica ip");
         wait_for(
