@@ -98,6 +98,36 @@ async fn every_example_converges_and_a_quiet_operator_writes_nothing() {
     // Quiet: nothing changes, nothing is written — neither while left alone (safety polls,
     // child and pod events), nor when every controller is woken through its objects.
     if let Some(path) = &audit_log {
+        // Converged includes settled: Patroni names its synchronous standby and replicas catch
+        // up a loop after the members stream. Wait (at most a minute) until no object's
+        // resourceVersion moved for 10 s, then measure.
+        let versions = || async {
+            let mut out = Vec::new();
+            for (kind, name) in &objs {
+                let api: Api<kube::api::DynamicObject> =
+                    Api::namespaced_with(c.clone(), &ns.name, &crate::support::api_resource(kind));
+                out.push(
+                    api.get(name)
+                        .await
+                        .ok()
+                        .and_then(|o| o.metadata.resource_version),
+                );
+            }
+            out
+        };
+        let settle_by = std::time::Instant::now() + Duration::from_secs(60);
+        let mut last = versions().await;
+        let mut still_since = std::time::Instant::now();
+        while std::time::Instant::now() < settle_by
+            && still_since.elapsed() < Duration::from_secs(10)
+        {
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            let now = versions().await;
+            if now != last {
+                last = now;
+                still_since = std::time::Instant::now();
+            }
+        }
         let quiet = audit::Mark::now(path);
         tokio::time::sleep(Duration::from_secs(35)).await;
         for (kind, name) in &objs {
