@@ -104,10 +104,12 @@ gbo_build_simple() { # name module-path version binary
 
 # The Gateway API's CRDs are YAML in a Go module: `go mod download` puts the module, checked
 # against the checksum database, into the module cache, where `up` applies them from.
+gomodcache() {
+  GOTOOLCHAIN=local go env GOMODCACHE 2>/dev/null || echo "${GOPATH:-$HOME/go}/pkg/mod"
+}
+
 gateway_api_crds() {
-  local cache
-  cache=$(GOTOOLCHAIN=local go env GOMODCACHE 2>/dev/null) || cache="${GOPATH:-$HOME/go}/pkg/mod"
-  echo "$cache/sigs.k8s.io/gateway-api@v$GATEWAY_API_VERSION/config/crd/standard"
+  echo "$(gomodcache)/sigs.k8s.io/gateway-api@v$GATEWAY_API_VERSION/config/crd/standard"
 }
 
 gbo_fetch_gateway_api() {
@@ -124,9 +126,7 @@ gbo_fetch_gateway_api() {
 
 # The Prometheus Operator's CRDs, the same way: YAML in its Go module.
 prometheus_operator_crds() {
-  local cache
-  cache=$(GOTOOLCHAIN=local go env GOMODCACHE 2>/dev/null) || cache="${GOPATH:-$HOME/go}/pkg/mod"
-  echo "$cache/github.com/prometheus-operator/prometheus-operator@v$PROMETHEUS_OPERATOR_VERSION/example/prometheus-operator-crd"
+  echo "$(gomodcache)/github.com/prometheus-operator/prometheus-operator@v$PROMETHEUS_OPERATOR_VERSION/example/prometheus-operator-crd"
 }
 
 gbo_fetch_prometheus_operator() {
