@@ -13,7 +13,7 @@
 
 use crate::identity::token_kubeconfig;
 use crate::rbac::{Denials, helm, helm_template, run_helm};
-use crate::support::{TestNamespace, api_resource, apply_yaml, client, install_crds, repo};
+use crate::support::{TestNamespace, api_resource, apply_yaml, client, install_crds, repo, skip};
 use guestbook_operator::k8s::children::ChildKind;
 use k8s_openapi::api::apps::v1::Deployment;
 use k8s_openapi::api::core::v1::{PersistentVolumeClaim, Service, ServiceAccount};
@@ -306,7 +306,7 @@ impl Drop for CrdGuard {
 #[tokio::test]
 async fn helm_install_upgrade_uninstall_keeps_crds_resources_and_data() {
     if helm().is_none() {
-        eprintln!("skipped: no helm (run e2e/cluster build)");
+        skip(None, "no helm (run e2e/cluster build)");
         return;
     }
     let _turn = CRD_TURN.lock().await;
@@ -489,7 +489,7 @@ async fn helm_install_upgrade_uninstall_keeps_crds_resources_and_data() {
 #[test]
 fn the_install_bundle_is_the_chart_rendered_now() {
     if helm().is_none() {
-        eprintln!("skipped: no helm (run e2e/cluster build)");
+        skip(None, "no helm (run e2e/cluster build)");
         return;
     }
     let dir = TempDir::new("bundle");
@@ -536,7 +536,7 @@ async fn kubectl_apply_of_the_bundle_installs_a_working_operator() {
         .map(|d| d.join("kubectl"))
         .find(|p| p.is_file());
     let Some(kubectl) = kubectl else {
-        eprintln!("skipped: no kubectl on PATH (eval \"$(e2e/cluster env)\")");
+        skip(None, "no kubectl on PATH (eval \"$(e2e/cluster env)\")");
         return;
     };
     let _turn = CRD_TURN.lock().await;

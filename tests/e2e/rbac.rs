@@ -21,7 +21,7 @@
 
 use crate::identity::{Identity, Mode};
 pub use crate::identity::{helm, helm_template, run_helm};
-use crate::support::{TestNamespace, apply_yaml, client, install_crds, repo};
+use crate::support::{TestNamespace, apply_yaml, client, install_crds, repo, skip};
 use guestbook_operator::controllers::{guestbook, patroni_cluster, redis_sentinel, vote_app};
 use guestbook_operator::k8s::children::ChildKind;
 use k8s_openapi::api::authorization::v1::{
@@ -372,7 +372,7 @@ fn every_direct_call_listed_is_in_the_code() {
 #[test]
 fn the_charts_rules_grant_exactly_what_the_operator_uses() {
     if helm().is_none() {
-        eprintln!("skipped: no helm (run e2e/cluster build)");
+        skip(None, "no helm (run e2e/cluster build)");
         return;
     }
     let used = used();
