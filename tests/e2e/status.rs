@@ -147,8 +147,12 @@ async fn every_example_converges_and_a_quiet_operator_writes_nothing() {
         assert_eq!(
             n,
             0,
-            "a no-op reconcile wrote; see the requests above\n{}",
+            "a no-op reconcile wrote; see the requests above, and what they changed:\n{}",
             op.log_text()
+                .lines()
+                .filter(|l| l.contains("status written"))
+                .collect::<Vec<_>>()
+                .join("\n")
         );
     }
 
