@@ -34,6 +34,9 @@ pub struct Settings {
     pub safety_poll: Duration,
     /// How soon a store that is converging (starting, failing over, rolling) is looked at again.
     pub converging_poll: Duration,
+    /// How often the API server is asked again which optional APIs (the Prometheus
+    /// Operator's) it serves.
+    pub api_discovery: Duration,
 }
 
 impl Default for Settings {
@@ -41,6 +44,7 @@ impl Default for Settings {
         Self {
             safety_poll: Duration::from_secs(30),
             converging_poll: Duration::from_secs(2),
+            api_discovery: Duration::from_secs(60),
         }
     }
 }
@@ -61,8 +65,8 @@ pub struct Context {
     pub recorder: Recorder,
     /// Consecutive failures per object, for the retry backoff.
     failures: Mutex<HashMap<String, u32>>,
-    /// Whether the API server serves monitoring.coreos.com/v1 (asked once at start).
-    pub monitoring_served: bool,
+    /// Whether the API server serves monitoring.coreos.com/v1 (asked again periodically).
+    pub monitoring: Arc<crate::k8s::monitoring::MonitoringApi>,
     /// Objects told that monitoring is not served, for one event per generation.
     pub monitoring_told: crate::k8s::monitoring::Told,
 }
@@ -78,7 +82,7 @@ impl Context {
         recorder: Recorder,
         redis_trigger: RedisTrigger,
         synced: crate::k8s::sync::Synced,
-        monitoring_served: bool,
+        monitoring: Arc<crate::k8s::monitoring::MonitoringApi>,
     ) -> Self {
         Self {
             client,
@@ -91,7 +95,7 @@ impl Context {
             redis_trigger,
             redis_followers: Default::default(),
             failures: Mutex::default(),
-            monitoring_served,
+            monitoring,
             monitoring_told: Default::default(),
         }
     }

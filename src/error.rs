@@ -106,6 +106,7 @@ impl Error {
 /// A child the API server refused to apply or delete.
 #[derive(Debug)]
 pub struct ChildFailure {
+    pub kind: crate::k8s::children::ChildKind,
     /// `Kind/name` of the child.
     pub child: String,
     /// `apply` or `prune`.
@@ -121,6 +122,7 @@ impl ChildFailure {
         error: Error,
     ) -> Self {
         Self {
+            kind,
             child: format!("{}/{name}", kind.api_resource().kind),
             action,
             error,

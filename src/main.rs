@@ -87,6 +87,10 @@ struct RunArgs {
     /// Seconds between looks at a store that is starting, failing over or rolling.
     #[arg(long, default_value_t = 2)]
     converging_poll_seconds: u64,
+    /// Seconds between asks of which optional APIs the cluster serves: ServiceMonitors and
+    /// PodMonitors are made once the Prometheus Operator's CRDs are installed, without a restart.
+    #[arg(long, default_value_t = 60, value_parser = clap::value_parser!(u64).range(1..))]
+    api_discovery_interval_seconds: u64,
 }
 
 fn default_identity() -> String {
@@ -196,6 +200,7 @@ fn run(args: RunArgs) -> ExitCode {
         settings: Settings {
             safety_poll: Duration::from_secs(args.safety_poll_seconds),
             converging_poll: Duration::from_secs(args.converging_poll_seconds),
+            api_discovery: Duration::from_secs(args.api_discovery_interval_seconds),
         },
     };
     let runtime = match tokio::runtime::Builder::new_multi_thread()

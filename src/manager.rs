@@ -6,6 +6,7 @@ use crate::controllers::{self, error_policy};
 use crate::error::{Error, Result};
 use crate::http::{self, Probe, Readiness};
 use crate::k8s::cache::OwnedCaches;
+use crate::k8s::monitoring::MonitoringApi;
 use crate::k8s::sync::Synced;
 use crate::leader::{LeaderElector, Timing};
 use crate::metrics::Metrics;
@@ -17,6 +18,7 @@ use kube::{Api, Client, Resource};
 use std::fmt::Debug;
 use std::net::SocketAddr;
 use std::sync::Arc;
+use std::time::Duration;
 use tokio::sync::watch;
 
 /// Settings of `run`.
@@ -165,27 +167,28 @@ async fn run_controllers(
     let (redis_trigger, redis_requests) = futures::channel::mpsc::unbounded();
     let sync = Synced::default();
     let mut owned = OwnedCaches::default();
-    // Asked once: the monitoring kinds' watches exist or not for the life of this process.
-    let monitoring_served = match crate::k8s::monitoring::served(&client).await {
+    let served = match crate::k8s::monitoring::served(&client).await {
         Ok(served) => served,
         Err(e) => {
-            tracing::warn!(error = %e, "API discovery failed; assuming monitoring.coreos.com/v1 is not served");
+            tracing::warn!(error = %e, "API discovery failed; assuming monitoring.coreos.com/v1 is not served until it answers");
             false
         }
     };
-    tracing::info!(monitoring_served, "discovered the Prometheus Operator API");
+    tracing::info!(served, "discovered the Prometheus Operator API");
+    let monitoring = Arc::new(MonitoringApi::new(served));
     use controllers::{guestbook as g, patroni_cluster as p, redis_sentinel as r, vote_app as v};
-    let rs = r::controller(
-        &client,
-        ns,
-        redis_requests,
-        &sync,
-        &mut owned,
-        monitoring_served,
+    let m = &monitoring;
+    let rs = r::controller(&client, ns, redis_requests, &sync, &mut owned, m);
+    let pc = p::controller(&client, ns, &sync, &mut owned, m);
+    let gb = g::controller(&client, ns, &sync, &mut owned, m);
+    let va = v::controller(&client, ns, &sync, &mut owned, m);
+    let interval = settings.api_discovery;
+    let discovery = rediscover(
+        client.clone(),
+        m.clone(),
+        interval,
+        shutdown_signal(shutdown.clone()),
     );
-    let pc = p::controller(&client, ns, &sync, &mut owned, monitoring_served);
-    let gb = g::controller(&client, ns, &sync, &mut owned, monitoring_served);
-    let va = v::controller(&client, ns, &sync, &mut owned);
     // Backup series of a deleted store go at the next scrape: it never reconciles again.
     let (redis_store, patroni_store) = (rs.store(), pc.store());
     metrics.set_exists(Box::new(move |o| {
@@ -231,7 +234,7 @@ async fn run_controllers(
         recorder,
         redis_trigger,
         sync,
-        monitoring_served,
+        monitoring,
     ));
     let stop = || shutdown_signal(shutdown.clone());
     let runs = futures::future::join4(
@@ -241,7 +244,26 @@ async fn run_controllers(
         drive(va.graceful_shutdown_on(stop()), v::reconcile, ctx.clone()),
     );
     let janitor = controllers::credentials::janitor::run(ctx.clone(), stop());
-    futures::future::join3(runs, synced.boxed(), janitor).await;
+    futures::future::join4(runs, synced.boxed(), janitor, discovery).await;
+}
+
+/// Asks the API server every `interval` whether it serves the monitoring API, until `stop`.
+async fn rediscover(
+    client: Client,
+    monitoring: Arc<MonitoringApi>,
+    interval: Duration,
+    stop: impl std::future::Future<Output = ()>,
+) {
+    let ask = async {
+        loop {
+            tokio::time::sleep(interval).await;
+            monitoring.rediscover(&client).await;
+        }
+    };
+    tokio::select! {
+        () = ask => {}
+        () = stop => {}
+    }
 }
 
 async fn drive<K, F, Fut>(controller: Controller<K>, reconcile: F, ctx: Arc<Context>)

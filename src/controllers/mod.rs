@@ -178,10 +178,38 @@ pub async fn withhold_monitoring<K: Managed>(
 ) where
     K::Status: KStatus,
 {
-    use crate::k8s::monitoring;
-    if !monitoring::withhold(children, ctx.monitoring_served) {
-        return;
+    if crate::k8s::monitoring::withhold(children, ctx.monitoring.served()) {
+        tell_monitoring_missing(ctx, obj).await;
     }
+}
+
+/// Takes out of `applied` the monitoring children the API server refused as a kind it does not
+/// serve (its CRDs went since the last discovery): monitoring is then not served, the object
+/// is told so as in [`withhold_monitoring`], and its reconcile does not fail for it.
+pub async fn monitoring_refused<K: Managed>(
+    ctx: &Context,
+    obj: &K,
+    applied: &mut crate::k8s::apply::Applied,
+) where
+    K::Status: KStatus,
+{
+    use crate::k8s::monitoring::is_api_gone;
+    let before = applied.failed.len();
+    applied
+        .failed
+        .retain(|f| !(f.kind.is_monitoring() && f.action == "apply" && is_api_gone(&f.error)));
+    if applied.failed.len() != before {
+        ctx.monitoring.set(false);
+        tell_monitoring_missing(ctx, obj).await;
+    }
+}
+
+/// One Normal event per object and generation: monitoring is wanted but not served.
+async fn tell_monitoring_missing<K: Managed>(ctx: &Context, obj: &K)
+where
+    K::Status: KStatus,
+{
+    use crate::k8s::monitoring;
     let uid = obj.uid().unwrap_or_default();
     let generation = obj.meta().generation.unwrap_or(0);
     if ctx
@@ -190,8 +218,8 @@ pub async fn withhold_monitoring<K: Managed>(
     {
         let note = format!(
             "spec.monitoring.enabled: this cluster does not serve {}/{} (ServiceMonitor, \
-             PodMonitor), so none is created; install the Prometheus Operator's CRDs and \
-             restart guestbook-operator, or set it to false",
+             PodMonitor), so none is created; once the Prometheus Operator's CRDs are \
+             installed they are, within --api-discovery-interval-seconds (or set it to false)",
             monitoring::GROUP,
             monitoring::VERSION
         );

@@ -267,7 +267,8 @@ async fn prune(
                 Ok(_) => out
                     .pruned
                     .push(format!("{}/{name}", kind.api_resource().kind)),
-                Err(kube::Error::Api(s)) if s.is_not_found() => {}
+                // Gone already, or its whole kind is (a bare 404: the monitoring CRDs went).
+                Err(kube::Error::Api(s)) if s.is_not_found() || s.code == 404 => {}
                 Err(e) => out
                     .failed
                     .push(ChildFailure::new(kind, &name, "prune", e.into())),

@@ -4,6 +4,7 @@
 
 use super::children::ChildKind;
 use super::labels;
+use super::monitoring::MonitoringApi;
 use super::sync::Synced;
 use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
@@ -88,7 +89,10 @@ impl OwnedCaches {
 }
 
 /// Adds to `ctl` a watch per child kind (only children labelled as owned by `owner_kind`),
-/// so that a change to a child reconciles its owner, and returns the caches they fill.
+/// so that a change to a child reconciles its owner, and returns the caches they fill. The
+/// monitoring kinds' watches start once `monitoring` finds their API served (a watch of a kind
+/// not served would fail forever), and readiness does not wait for them; every object is
+/// reconciled again each time the API arrives, to create what it withheld.
 pub fn watch_children<K>(
     mut ctl: Controller<K>,
     client: &Client,
@@ -96,6 +100,7 @@ pub fn watch_children<K>(
     owner_kind: &str,
     kinds: &[ChildKind],
     synced: &Synced,
+    monitoring: &MonitoringApi,
 ) -> (Controller<K>, ChildCache)
 where
     K: Resource<DynamicType = ()>
@@ -116,10 +121,25 @@ where
         let wc = watcher::Config::default().labels(&labels::owned_by_kind(owner_kind));
         let writer = reflector::store::Writer::new(ar.clone());
         cache.stores.insert(*kind, writer.as_reader());
-        let stream = synced
-            .track(reflector::reflector(writer, watcher::watcher(api, wc)).default_backoff())
-            .touched_objects();
-        ctl = ctl.owns_stream_with(stream.boxed(), ar);
+        let stream = if kind.is_monitoring() {
+            let served = monitoring.when_served();
+            futures::stream::once(async move {
+                served.await;
+                reflector::reflector(writer, watcher::watcher(api, wc)).default_backoff()
+            })
+            .flatten()
+            .touched_objects()
+            .boxed()
+        } else {
+            synced
+                .track(reflector::reflector(writer, watcher::watcher(api, wc)).default_backoff())
+                .touched_objects()
+                .boxed()
+        };
+        ctl = ctl.owns_stream_with(stream, ar);
+    }
+    if kinds.iter().any(|k| k.is_monitoring()) {
+        ctl = ctl.reconcile_all_on(monitoring.arrivals());
     }
     (ctl, cache)
 }

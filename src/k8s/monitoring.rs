@@ -1,8 +1,9 @@
 //! The Prometheus Operator objects the stores and apps get when `spec.monitoring.enabled`
 //! (`monitoring.coreos.com/v1`). k8s-openapi has no types for them: these are our own typed
 //! structs with only the fields we set, applied through the shared path like every child.
-//! The API is an add-on a cluster may lack, so the operator asks the API server once at
-//! start ([`served`]) and watches and applies these kinds only where it is served.
+//! The API is an add-on a cluster may lack (or get later): the operator asks the API server
+//! at start and then every `--api-discovery-interval-seconds` ([`MonitoringApi`]), and
+//! watches and applies these kinds only while it is served.
 
 use super::children::{Child, ChildKind};
 use super::factory::Factory;
@@ -13,6 +14,7 @@ use kube::{Client, CustomResource};
 use serde::{Deserialize, Serialize};
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Mutex;
+use tokio::sync::watch;
 
 pub const GROUP: &str = "monitoring.coreos.com";
 pub const VERSION: &str = "v1";
@@ -135,9 +137,8 @@ pub fn exporter(
     }
 }
 
-/// Whether the API server serves [`GROUP`]/[`VERSION`]: asked once at start, because the
-/// child watches of a kind that is not served would never sync and would hold readiness
-/// back. (Installing the Prometheus Operator later takes a restart of the operator.)
+/// Whether the API server serves [`GROUP`]/[`VERSION`]: asked before watching the kinds,
+/// because the watch of a kind that is not served would never sync.
 pub async fn served(client: &Client) -> std::result::Result<bool, kube::Error> {
     let groups = client.list_api_groups().await?;
     Ok(groups
@@ -146,13 +147,98 @@ pub async fn served(client: &Client) -> std::result::Result<bool, kube::Error> {
         .any(|g| g.name == GROUP && g.versions.iter().any(|v| v.version == VERSION)))
 }
 
-/// The kinds of `kinds` a controller may watch: the monitoring kinds only where served.
-pub fn watchable(kinds: &[ChildKind], monitoring_served: bool) -> Vec<ChildKind> {
-    kinds
-        .iter()
-        .copied()
-        .filter(|k| monitoring_served || !k.is_monitoring())
-        .collect()
+/// Whether the API server serves the monitoring API, as last found, shared by the
+/// controllers: their watches of the monitoring kinds start once it is (see
+/// [`super::cache::watch_children`]), their objects are reconciled again each time it comes,
+/// and their monitoring children are withheld while it is not.
+#[derive(Debug)]
+pub struct MonitoringApi(watch::Sender<Found>);
+
+/// What discovery last found, and how many times the API has arrived (gone from not served to
+/// served): a count, so a watcher that sees only the latest value misses no arrival.
+#[derive(Clone, Copy, Debug, Default, PartialEq)]
+struct Found {
+    served: bool,
+    arrivals: u64,
+}
+
+impl MonitoringApi {
+    pub fn new(served: bool) -> Self {
+        Self(watch::Sender::new(Found {
+            served,
+            arrivals: 0,
+        }))
+    }
+
+    pub fn served(&self) -> bool {
+        self.0.borrow().served
+    }
+
+    /// Records what discovery (or a refused apply) found; logs a change.
+    pub fn set(&self, served: bool) {
+        let changed = self.0.send_if_modified(|found| {
+            if found.served == served {
+                return false;
+            }
+            found.served = served;
+            found.arrivals += u64::from(served);
+            true
+        });
+        if changed {
+            tracing::info!(
+                served,
+                "the Prometheus Operator API ({GROUP}/{VERSION}) changed"
+            );
+        }
+    }
+
+    /// Resolves once the API is served (at once if it is).
+    pub fn when_served(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut rx = self.0.subscribe();
+        async move {
+            // An error means the sender is gone with the operator: nothing left to start.
+            let _ = rx.wait_for(|found| found.served).await;
+        }
+    }
+
+    /// Yields each time the API arrives from now on.
+    pub fn arrivals(&self) -> impl futures::Stream<Item = ()> + Send + 'static {
+        let mut rx = self.0.subscribe();
+        let seen = rx.borrow_and_update().arrivals;
+        futures::stream::unfold((rx, seen), |(mut rx, seen)| async move {
+            loop {
+                rx.changed().await.ok()?;
+                let now = rx.borrow_and_update().arrivals;
+                if now != seen {
+                    return Some(((), (rx, now)));
+                }
+            }
+        })
+    }
+
+    /// Asks the API server again; a failed discovery changes nothing.
+    pub async fn rediscover(&self, client: &Client) {
+        match served(client).await {
+            Ok(now) => self.set(now),
+            Err(e) => tracing::debug!(error = %e, "API discovery failed; monitoring unchanged"),
+        }
+    }
+}
+
+/// Whether `error` says the API server does not serve the kind any more: not found (its CRD
+/// went since the last discovery) or forbidden because its CRD is being deleted (creates are
+/// refused then). The object is then withheld, not failed.
+pub fn is_api_gone(error: &crate::error::Error) -> bool {
+    let crate::error::Error::Kube(kube::Error::Api(s)) = error else {
+        return false;
+    };
+    // By code: a kind not served gets the router's bare "404 page not found", which carries
+    // no reason `is_not_found` would know. The apiextensions server words the other one
+    // "create not allowed while custom resource definition is terminating".
+    s.code == 404
+        || (s.code == 403
+            && s.message
+                .contains("custom resource definition is terminating"))
 }
 
 /// Takes the monitoring objects out of `children` where the API is not served; returns
@@ -212,14 +298,7 @@ mod tests {
     }
 
     #[test]
-    fn monitoring_kinds_are_neither_watched_nor_applied_where_not_served() {
-        let kinds = [
-            ChildKind::Service,
-            ChildKind::ServiceMonitor,
-            ChildKind::PodMonitor,
-        ];
-        assert_eq!(watchable(&kinds, false), vec![ChildKind::Service]);
-        assert_eq!(watchable(&kinds, true), kinds.to_vec());
+    fn monitoring_kinds_are_not_applied_where_not_served() {
         let child = |kind| Child {
             kind,
             name: "x".into(),
@@ -232,5 +311,24 @@ mod tests {
         assert!(withhold(&mut children, false));
         assert_eq!(children, vec![child(ChildKind::Service)]);
         assert!(!withhold(&mut children, false), "nothing was wanted");
+    }
+
+    #[tokio::test]
+    async fn arrivals_are_the_changes_to_served() {
+        use futures::StreamExt;
+        let api = MonitoringApi::new(false);
+        let mut arrivals = Box::pin(api.arrivals());
+        let served = api.when_served();
+        api.set(false);
+        api.set(true);
+        tokio::time::timeout(std::time::Duration::from_secs(5), served)
+            .await
+            .expect("when_served resolves once served");
+        assert_eq!(arrivals.next().await, Some(()));
+        api.set(true);
+        api.set(false);
+        api.set(true);
+        assert_eq!(arrivals.next().await, Some(()));
+        assert!(api.served());
     }
 }

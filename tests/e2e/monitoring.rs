@@ -471,15 +471,26 @@ async fn monitoring_objects_only_where_the_prometheus_operator_api_is_served() {
     let ns = &ns.name;
     let _cleanup = CrdGuard;
 
+    // One operator throughout, asking every 2 s which APIs are served: it follows the CRDs
+    // coming and going without a restart.
+    let real_prometheus_operator = served(&c).await && !remove_monitoring_crds(&c).await;
+    let op = Operator::start(
+        ns,
+        "solo",
+        &[
+            "--leader-election=false",
+            "--api-discovery-interval-seconds=2",
+        ],
+    );
+    apply_all(&c, ns, STORE).await;
+
     // Not served: the objects work, each says once per generation that it goes unmonitored.
-    if served(&c).await && !remove_monitoring_crds(&c).await {
+    if real_prometheus_operator {
         skip(
             Some("not served"),
             "this cluster runs the Prometheus Operator: its CRDs are not the test's to remove",
         );
     } else {
-        let op = Operator::start(ns, "solo", &["--leader-election=false"]);
-        apply_all(&c, ns, STORE).await;
         for (kind, name) in [("RedisSentinel", "cache"), ("Guestbook", "book")] {
             wait_for(
                 &format!("{kind} {name}'s MonitoringAPIMissing event"),
@@ -545,14 +556,11 @@ async fn monitoring_objects_only_where_the_prometheus_operator_api_is_served() {
             },
         )
         .await;
-        drop(op);
     }
 
-    // Served: the operator (started after the CRDs, as discovery runs at start) creates them,
-    // valid under the Prometheus Operator's own schema.
+    // Served: the same operator creates them once it finds the API, valid under the
+    // Prometheus Operator's own schema.
     install_monitoring_crds(&c, std::path::Path::new(&dir)).await;
-    let op = Operator::start(ns, "monitored", &["--leader-election=false"]);
-    apply_all(&c, ns, STORE).await;
     let sms: Api<DynamicObject> = Api::namespaced_with(
         c.clone(),
         ns,
@@ -603,5 +611,41 @@ async fn monitoring_objects_only_where_the_prometheus_operator_api_is_served() {
         || async { sms.get_opt("cache").await.ok()?.is_none().then_some(()) },
     )
     .await;
-    drop(op);
+    if real_prometheus_operator {
+        op.assert_no_reconcile_errors().await;
+        return;
+    }
+
+    // The API goes again (CRDs deleted) while a store wants monitoring: the store is withheld
+    // its monitors and told so, never failed (whether discovery or a refused apply notices
+    // first).
+    let on = json!({"spec": {"monitoring": {"enabled": true}}});
+    stores
+        .patch("cache", &PatchParams::default(), &Patch::Merge(&on))
+        .await
+        .expect("monitoring on");
+    wait_for(
+        "ServiceMonitor cache again",
+        Duration::from_secs(60),
+        || async { sms.get_opt("cache").await.ok()? },
+    )
+    .await;
+    let told = occurrences(&c, ns, "RedisSentinel", "cache", "MonitoringAPIMissing").await;
+    assert!(remove_monitoring_crds(&c).await, "the test's own CRDs");
+    let bump = json!({"spec": {"monitoring": {"scraperNamespaceSelector": {"matchLabels": {"team": "ops"}}}}});
+    stores
+        .patch("cache", &PatchParams::default(), &Patch::Merge(&bump))
+        .await
+        .expect("a new generation");
+    wait_for(
+        "MonitoringAPIMissing for the new generation",
+        Duration::from_secs(60),
+        || async {
+            (occurrences(&c, ns, "RedisSentinel", "cache", "MonitoringAPIMissing").await > told)
+                .then_some(())
+        },
+    )
+    .await;
+    crate::apps::wait_ready(&c, ns, "RedisSentinel", "cache", Duration::from_secs(120)).await;
+    op.assert_no_reconcile_errors().await;
 }

@@ -8,7 +8,9 @@ use super::status;
 use super::validate::{self, Validated};
 use crate::context::Context;
 use crate::controllers::apps::{glue, handoff, route};
-use crate::controllers::{Verdict, conclude, finish, instrumented, publish, withhold_monitoring};
+use crate::controllers::{
+    Verdict, conclude, finish, instrumented, monitoring_refused, publish, withhold_monitoring,
+};
 use crate::crd::Guestbook;
 use crate::error::Result;
 use crate::k8s::apply;
@@ -44,7 +46,8 @@ async fn run(gb: Arc<Guestbook>, ctx: Arc<Context>) -> Result<Action> {
     withhold_monitoring(&ctx, gb.as_ref(), &mut children).await;
     hand_over(&ctx, &gb, &v, cache).await?;
     let keep = [ChildKind::RedisSentinel];
-    let applied = apply::sync_keeping(&ctx.client, cache, &v.owner, &children, &keep).await;
+    let mut applied = apply::sync_keeping(&ctx.client, cache, &v.owner, &children, &keep).await;
+    monitoring_refused(&ctx, gb.as_ref(), &mut applied).await;
     let routes = route::sync(&ctx.client, &v.owner, &routes).await?;
     let tiers = status::tiers(&gb, &v, cache, &ctx.caches.owned.pods(KIND));
     let health = if routes.api_missing {

@@ -13,8 +13,8 @@ use super::validate::{self, Validated, World, referenced_secrets};
 use crate::context::Context;
 use crate::controllers::credentials;
 use crate::controllers::{
-    Verdict, WAITING_RECHECK, backups, conclude, finish, instrumented, job_results, publish,
-    withhold_monitoring,
+    Verdict, WAITING_RECHECK, backups, conclude, finish, instrumented, job_results,
+    monitoring_refused, publish, withhold_monitoring,
 };
 use crate::crd::PatroniCluster;
 use crate::crd::common::BackupStatus;
@@ -94,7 +94,8 @@ async fn run(pc: Arc<PatroniCluster>, ctx: Arc<Context>) -> Result<Action> {
         credentials::patroni::prepare(&ctx, &pc, &v, cache, &creds, has_primary, &mut children)
             .await?;
     withhold_monitoring(&ctx, pc.as_ref(), &mut children).await;
-    let applied = apply::sync(&ctx.client, cache, &v.owner, &children).await;
+    let mut applied = apply::sync(&ctx.client, cache, &v.owner, &children).await;
+    monitoring_refused(&ctx, pc.as_ref(), &mut applied).await;
     if let Some(verdict) = creds.lost_verdict(validate::warnings(&pc)) {
         // Members must not be rolled while a Secret they start with is missing.
         return conclude(&ctx, pc.as_ref(), verdict, applied, |_| {}).await;

@@ -20,7 +20,7 @@ use super::Managed;
 use crate::crd::RedisSentinel;
 use crate::k8s::cache::{OwnedCaches, watch_children};
 use crate::k8s::children::ChildKind;
-use crate::k8s::monitoring;
+use crate::k8s::monitoring::MonitoringApi;
 use crate::k8s::sync::Synced;
 use crate::k8s::watches::{main_controller, referrers, scoped_api, watch_pods};
 use k8s_openapi::api::core::v1::Secret;
@@ -55,7 +55,7 @@ pub fn controller(
     requests: futures::channel::mpsc::UnboundedReceiver<ObjectRef<RedisSentinel>>,
     synced: &Synced,
     owned: &mut OwnedCaches,
-    monitoring_served: bool,
+    monitoring: &MonitoringApi,
 ) -> Controller<RedisSentinel> {
     let ctl = main_controller::<RedisSentinel>(client, namespace, synced);
     let store = ctl.store();
@@ -71,9 +71,15 @@ pub fn controller(
     });
     let (ctl, pods) = watch_pods(ctl, client, namespace, KIND, synced);
     let ctl = ctl.reconcile_on(requests);
-    // A kind the API server does not serve is not watched: its watch would never sync.
-    let kinds = monitoring::watchable(CHILD_KINDS, monitoring_served);
-    let (ctl, children) = watch_children(ctl, client, namespace, KIND, &kinds, synced);
+    let (ctl, children) = watch_children(
+        ctl,
+        client,
+        namespace,
+        KIND,
+        CHILD_KINDS,
+        synced,
+        monitoring,
+    );
     owned.insert(KIND, children, Some(pods));
     ctl
 }

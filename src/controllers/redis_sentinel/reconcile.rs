@@ -10,8 +10,8 @@ use super::{follow, heal, topology};
 use crate::context::Context;
 use crate::controllers::credentials::{self, Guarded};
 use crate::controllers::{
-    Verdict, WAITING_RECHECK, backups, conclude, finish, instrumented, job_results, publish,
-    withhold_monitoring,
+    Verdict, WAITING_RECHECK, backups, conclude, finish, instrumented, job_results,
+    monitoring_refused, publish, withhold_monitoring,
 };
 use crate::crd::RedisSentinel;
 use crate::crd::common::BackupStatus;
@@ -68,7 +68,8 @@ async fn run(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Action> {
     let creds =
         credentials::protect(&ctx, rs.as_ref(), &v.owner, cache, &mut children, &creds).await?;
     withhold_monitoring(&ctx, rs.as_ref(), &mut children).await;
-    let applied = apply::sync(&ctx.client, cache, &v.owner, &children).await;
+    let mut applied = apply::sync(&ctx.client, cache, &v.owner, &children).await;
+    monitoring_refused(&ctx, rs.as_ref(), &mut applied).await;
     if let Some(verdict) = creds.lost_verdict(validate::warnings(&rs)) {
         return conclude(&ctx, rs.as_ref(), verdict, applied, |_| {}).await;
     }

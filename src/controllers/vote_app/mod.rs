@@ -16,6 +16,7 @@ use super::Managed;
 use crate::crd::{PatroniCluster, RedisSentinel, VoteApp};
 use crate::k8s::cache::{OwnedCaches, watch_children};
 use crate::k8s::children::ChildKind;
+use crate::k8s::monitoring::MonitoringApi;
 use crate::k8s::sync::Synced;
 use crate::k8s::watches::{main_controller, referrers, scoped_api, watch_pods};
 use kube::runtime::{Controller, watcher};
@@ -60,6 +61,7 @@ pub fn controller(
     namespace: Option<&str>,
     synced: &Synced,
     owned: &mut OwnedCaches,
+    monitoring: &MonitoringApi,
 ) -> Controller<VoteApp> {
     let wc = watcher::Config::default();
     let ctl = main_controller::<VoteApp>(client, namespace, synced);
@@ -88,7 +90,15 @@ pub fn controller(
     // The tiers' pods: what a tier that does not become available shows (image pulls,
     // scheduling) is reported in status, and a change to it wakes the app.
     let (ctl, pods) = watch_pods(ctl, client, namespace, KIND, synced);
-    let (ctl, children) = watch_children(ctl, client, namespace, KIND, CHILD_KINDS, synced);
+    let (ctl, children) = watch_children(
+        ctl,
+        client,
+        namespace,
+        KIND,
+        CHILD_KINDS,
+        synced,
+        monitoring,
+    );
     owned.insert(KIND, children, Some(pods));
     ctl
 }
