@@ -123,6 +123,46 @@ fn the_proxy_limits_each_client_and_fronts_the_app() {
 }
 
 #[test]
+fn the_proxy_exporter_runs_from_the_image_asked_and_without_monitoring_when_enabled() {
+    let g: Guestbook = one("tests/fixtures/build/gb-proxy.yaml");
+    let sidecars = |g: &Guestbook| -> Vec<Value> {
+        let b = gb::build_offline(g).expect("valid");
+        let d = find(&b.children, ChildKind::Deployment, "book-proxy");
+        d["spec"]["template"]["spec"]["initContainers"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|c| c["name"] == "exporter")
+            .collect()
+    };
+    let monitored = sidecars(&g);
+    assert_eq!(monitored.len(), 1);
+    assert_eq!(
+        monitored[0]["image"],
+        "registry.example.org/mirror/nginx-prometheus-exporter:1.4.2"
+    );
+    assert_eq!(monitored[0]["resources"]["requests"]["cpu"], "10m");
+
+    // No monitoring: the exporter only where enabled, and no PodMonitor either way.
+    let mut plain = g.clone();
+    plain.spec.monitoring = None;
+    assert!(sidecars(&plain).is_empty());
+    let mut enabled = plain.clone();
+    if let Some(x) = enabled
+        .spec
+        .proxy
+        .as_mut()
+        .and_then(|p| p.exporter.as_mut())
+    {
+        x.enabled = true;
+    }
+    assert_eq!(sidecars(&enabled).len(), 1);
+    let b = gb::build_offline(&enabled).expect("valid");
+    assert!(!b.children.iter().any(|c| c.kind == ChildKind::PodMonitor));
+}
+
+#[test]
 fn a_proxy_configuration_change_rolls_the_proxy() {
     let g: Guestbook = one("tests/fixtures/build/gb-proxy.yaml");
     let mut changed = g.clone();

@@ -152,7 +152,7 @@ fn default_backup_size() -> String {
 #[derive(Serialize, Deserialize, Clone, Debug, PartialEq, JsonSchema)]
 #[serde(rename_all = "camelCase")]
 pub struct ExporterSpec {
-    /// Run the exporter next to each store member and expose its metrics port.
+    /// Run the exporter next to each pod (store member or proxy) and expose its metrics port.
     #[serde(default)]
     pub enabled: bool,
     /// Exporter image; a well-known default per store when omitted.

@@ -150,6 +150,11 @@ pub struct ProxySpec {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schemars(schema_with = "super::common::resources_schema")]
     pub resources: Resources,
+    /// The nginx exporter beside each proxy pod (`nginx_connections_*` from `stub_status`, on
+    /// the port named `metrics`): run when `enabled` or when `spec.monitoring` is; the image
+    /// defaults to nginx/nginx-prometheus-exporter.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exporter: Option<super::common::ExporterSpec>,
 }
 
 fn default_nginx_image() -> String {

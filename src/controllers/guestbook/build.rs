@@ -139,7 +139,13 @@ pub fn build(gb: &Guestbook, v: &Validated) -> Result<Built> {
                 }]),
                 ..Container::default()
             }),
-            sidecars: monitored.then(proxy::exporter).into_iter().collect(),
+            sidecars: crate::k8s::monitoring::exporter(
+                p.exporter.as_ref(),
+                spec.monitoring.as_ref(),
+            )
+            .map(|x| proxy::exporter(&x))
+            .into_iter()
+            .collect(),
             ..PodExtras::default()
         };
         let proxy_tier = Tier {

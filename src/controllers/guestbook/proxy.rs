@@ -4,6 +4,7 @@
 //! the upstream's timing; the frontend Service as the upstream.
 
 use super::names::{PROXY_EXPORTER_IMAGE, PROXY_EXPORTER_PORT, PROXY_STATUS_PORT};
+use crate::crd::common::ExporterSpec;
 use crate::crd::guestbook::ProxySpec;
 use crate::k8s::owner::Owner;
 use crate::k8s::podspec::{container_port, env, restricted_container};
@@ -75,10 +76,11 @@ server {{
 /// Go's flag package (0.x, Debian's) accept. A native sidecar starts before nginx listens, and
 /// the 0.x exporters exit at once when their first scrape is refused: the retries are set by
 /// environment, which versions without them ignore (an unknown flag would stop them).
-pub fn exporter() -> Container {
+pub fn exporter(spec: &ExporterSpec) -> Container {
     Container {
         name: "exporter".into(),
-        image: Some(PROXY_EXPORTER_IMAGE.into()),
+        image: Some(spec.image.as_deref().unwrap_or(PROXY_EXPORTER_IMAGE).into()),
+        resources: spec.resources.clone(),
         args: Some(vec![format!(
             "--nginx.scrape-uri=http://127.0.0.1:{PROXY_STATUS_PORT}/stub_status"
         )]),
