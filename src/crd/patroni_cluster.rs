@@ -307,7 +307,7 @@ pub struct PatroniClusterStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
-    /// Member pods that exist (scale subresource).
+    /// Member pods that are ready (scale subresource).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
     /// Label selector of the member pods (scale subresource).

@@ -321,7 +321,7 @@ pub struct RedisSentinelStatus {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     #[schemars(schema_with = "conditions_schema")]
     pub conditions: Vec<Condition>,
-    /// Redis pods that exist (scale subresource).
+    /// Redis pods that are ready (scale subresource).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub replicas: Option<i32>,
     /// Label selector of the Redis pods (scale subresource).
