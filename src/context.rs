@@ -69,6 +69,8 @@ pub struct Context {
     pub monitoring: Arc<crate::k8s::monitoring::MonitoringApi>,
     /// Objects told that monitoring is not served, for one event per generation.
     pub monitoring_told: crate::k8s::monitoring::Told,
+    /// The status last written per object, until the cache has caught up with it.
+    pub written_status: crate::k8s::status::Written,
 }
 
 impl Context {
@@ -97,6 +99,7 @@ impl Context {
             failures: Mutex::default(),
             monitoring,
             monitoring_told: Default::default(),
+            written_status: Default::default(),
         }
     }
 

@@ -108,7 +108,8 @@ where
     K: Managed,
     K::Status: KStatus,
 {
-    let previous = obj.status().cloned().unwrap_or_default();
+    let current = ctx.written_status.freshest(obj);
+    let previous = current.clone().unwrap_or_default();
     let now = Time(jiff::Timestamp::now());
     let generation = obj.meta().generation;
     let conds = conditions::compute(
@@ -127,7 +128,7 @@ where
         field: "metadata.namespace",
     })?;
     let api = ctx.namespaced::<K>(&namespace);
-    if !apply_status(&api, obj, &desired).await? {
+    if !apply_status(&api, obj, current.as_ref(), &desired, &ctx.written_status).await? {
         return Ok(());
     }
     let was = conditions::find(previous.conditions(), conditions::READY)

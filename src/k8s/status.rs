@@ -9,10 +9,16 @@ use kube::core::object::HasStatus;
 use kube::{Api, Resource, ResourceExt};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
+use std::collections::HashMap;
 use std::fmt::Debug;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+/// How long a written status is remembered (see [`Written`]).
+const MEMO_TTL: Duration = Duration::from_secs(300);
 
 /// The kstatus part every status of ours has.
-pub trait KStatus: Clone + Default + PartialEq + Serialize + Debug {
+pub trait KStatus: Clone + Default + PartialEq + Serialize + DeserializeOwned + Debug {
     fn conditions(&self) -> &[Condition];
     fn set_kstatus(&mut self, observed_generation: Option<i64>, conditions: Vec<Condition>);
 }
@@ -44,13 +50,62 @@ impl_kstatus!(
     crate::crd::vote_app::VoteAppStatus,
 );
 
-/// Writes `desired` as the status of `obj` unless it already is. Returns whether it wrote.
-pub async fn apply_status<K>(api: &Api<K>, obj: &K, desired: &K::Status) -> Result<bool>
+/// The status each object was last written with, and the resourceVersion that write
+/// superseded. A reconcile that starts before the watch has delivered our own write sees the
+/// superseded version: it must compare with (and compute conditions from) what was written,
+/// or it writes the same status a second time (a request the audit log and a GitOps tool
+/// see, and a lastTransitionTime moved).
+#[derive(Debug, Default)]
+pub struct Written(Mutex<HashMap<String, (String, serde_json::Value, Instant)>>);
+
+impl Written {
+    /// The freshest status known for `obj`: the one last written if `obj` is the version that
+    /// write superseded, else its own.
+    pub fn freshest<K>(&self, obj: &K) -> Option<K::Status>
+    where
+        K: Resource + HasStatus,
+        K::Status: KStatus,
+    {
+        let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        let uid = obj.meta().uid.clone().unwrap_or_default();
+        if let Some((superseded, status, _)) = memo.get(&uid) {
+            if obj.meta().resource_version.as_ref() == Some(superseded) {
+                if let Ok(s) = serde_json::from_value(status.clone()) {
+                    return Some(s);
+                }
+            } else {
+                // The cache has moved past our write: it knows best from here on.
+                memo.remove(&uid);
+            }
+        }
+        obj.status().cloned()
+    }
+
+    fn record<K: Resource>(&self, obj: &K, status: serde_json::Value) {
+        let (Some(uid), Some(rv)) = (&obj.meta().uid, &obj.meta().resource_version) else {
+            return;
+        };
+        let mut memo = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        // A watch lags by far less than this; what is older belongs to deleted objects.
+        memo.retain(|_, (_, _, at)| at.elapsed() < MEMO_TTL);
+        memo.insert(uid.clone(), (rv.clone(), status, Instant::now()));
+    }
+}
+
+/// Writes `desired` as the status of `obj` unless `current` (see [`Written::freshest`])
+/// already is it. Returns whether it wrote.
+pub async fn apply_status<K>(
+    api: &Api<K>,
+    obj: &K,
+    current: Option<&K::Status>,
+    desired: &K::Status,
+    written: &Written,
+) -> Result<bool>
 where
     K: Resource<DynamicType = ()> + HasStatus + Clone + DeserializeOwned + Debug,
     K::Status: KStatus,
 {
-    if obj.status() == Some(desired) {
+    if current == Some(desired) {
         return Ok(false);
     }
     let name = obj.name_any();
@@ -64,11 +119,12 @@ where
         Ok(_) => {
             // What moved, by path: why a status was written is otherwise hard to tell
             // afterwards, and every write is a change a GitOps tool and the audit log see.
-            let before = serde_json::to_value(obj.status()).unwrap_or_default();
+            let before = serde_json::to_value(current).unwrap_or_default();
             let after = serde_json::to_value(desired).unwrap_or_default();
             let mut moved = Vec::new();
             changed_paths(&before, &after, "status", &mut moved);
             tracing::info!(object = %name, changed = %moved.join(" "), "status written");
+            written.record(obj, after);
             Ok(true)
         }
         // Deleted since this reconcile began: there is no status left to report on.
@@ -113,6 +169,47 @@ const MAX_PATHS: usize = 8;
 mod tests {
     use super::*;
     use serde_json::json;
+
+    #[test]
+    fn a_stale_copy_is_read_as_what_was_written_over_it() {
+        use crate::crd::redis_sentinel::{RedisSentinel, RedisSentinelStatus};
+        let at = |rv: &str, replicas: i32| {
+            let mut o: RedisSentinel = serde_json::from_value(json!({
+                "apiVersion": "guestbook-operator.dev/v1alpha1", "kind": "RedisSentinel",
+                "metadata": {"name": "cache", "namespace": "ns", "uid": "u1", "resourceVersion": rv},
+                "spec": {}
+            }))
+            .expect("an object");
+            o.status = Some(RedisSentinelStatus {
+                replicas: Some(replicas),
+                ..RedisSentinelStatus::default()
+            });
+            o
+        };
+        let written = Written::default();
+        let replicas = |s: Option<RedisSentinelStatus>| s.and_then(|s| s.replicas);
+        assert_eq!(replicas(written.freshest(&at("1", 1))), Some(1));
+        let ours = RedisSentinelStatus {
+            replicas: Some(3),
+            ..RedisSentinelStatus::default()
+        };
+        written.record(&at("1", 1), serde_json::to_value(&ours).expect("json"));
+        assert_eq!(
+            replicas(written.freshest(&at("1", 1))),
+            Some(3),
+            "stale: ours"
+        );
+        assert_eq!(
+            replicas(written.freshest(&at("2", 2))),
+            Some(2),
+            "caught up: its own"
+        );
+        assert_eq!(
+            replicas(written.freshest(&at("1", 1))),
+            Some(1),
+            "forgotten once caught up"
+        );
+    }
 
     #[test]
     fn changed_paths_name_what_moved() {
