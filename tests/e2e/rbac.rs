@@ -114,6 +114,16 @@ pub const DIRECT: &[Direct] = &[
     },
     Direct {
         group: "guestbook-operator.dev",
+        resources: &["guestbooks", "voteapps"],
+        verbs: &["get"],
+        witness: (
+            "src/controllers/apps/mod.rs",
+            "match api.get_opt(&owner).await",
+        ),
+        why: "an app in a namespace conflict looks up the namespace's owner when the cache may be behind",
+    },
+    Direct {
+        group: "guestbook-operator.dev",
         resources: &[
             "redissentinels/status",
             "patroniclusters/status",

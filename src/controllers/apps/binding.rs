@@ -73,19 +73,29 @@ pub fn namespace_conflict<K: Resource<DynamicType = ()> + Clone>(
     kind: &str,
     services: &str,
 ) -> Option<Health> {
+    let owner = owner_in_cache(app, siblings)?;
+    (owner != app.name).then(|| {
+        Health::stalled(
+            NAMESPACE_CONFLICT,
+            format!("{kind} \"{owner}\" already runs in namespace \"{}\" and owns the fixed Services {services}; only one {kind} per namespace is possible because the stock images hard-code those names", app.namespace),
+        )
+    })
+}
+
+/// The app that owns `app`'s namespace as the cache of its kind has it.
+pub fn owner_in_cache<K: Resource<DynamicType = ()> + Clone>(
+    app: &Owner,
+    siblings: &Store<K>,
+) -> Option<String> {
     let state = siblings.state();
     let same_ns = state
         .iter()
         .map(|a| a.as_ref())
         .filter(|a| a.meta().namespace.as_deref() == Some(app.namespace.as_str()));
-    let owner = namespace_owner(same_ns)?;
-    (owner != app.name).then(|| {
-        Health::stalled(
-            "NamespaceConflict",
-            format!("{kind} \"{owner}\" already runs in namespace \"{}\" and owns the fixed Services {services}; only one {kind} per namespace is possible because the stock images hard-code those names", app.namespace),
-        )
-    })
+    namespace_owner(same_ns)
 }
+
+pub const NAMESPACE_CONFLICT: &str = "NamespaceConflict";
 
 /// The object among `candidates` (same kind, same namespace) that owns the namespace's fixed
 /// Service names: the oldest, then the first by name. Deterministic, so two objects never

@@ -7,7 +7,8 @@ use super::names::KIND;
 use super::status;
 use super::validate::{self, Validated};
 use crate::context::Context;
-use crate::controllers::apps::{glue, handoff, route};
+use crate::controllers::apps::binding::NAMESPACE_CONFLICT;
+use crate::controllers::apps::{self, glue, handoff, route};
 use crate::controllers::{
     Verdict, conclude, finish, instrumented, monitoring_refused, publish, withhold_monitoring,
 };
@@ -29,9 +30,16 @@ async fn run(gb: Arc<Guestbook>, ctx: Arc<Context>) -> Result<Action> {
     let owner = Owner::of(gb.as_ref(), KIND)?;
     // Validation reads the caches of stores and siblings: they must have listed.
     ctx.synced.wait().await;
-    let v = match validate::validate(&gb, owner, &ctx.caches) {
+    let v = match validate::validate(&gb, owner.clone(), &ctx.caches) {
         Ok(v) => v,
-        Err(stalled) => return finish(&ctx, gb.as_ref(), Verdict::new(stalled), |_| {}).await,
+        Err(stalled) => {
+            if stalled.reason() == NAMESPACE_CONFLICT
+                && apps::conflict_over(&ctx.client, &owner, &ctx.caches.guestbooks).await
+            {
+                return Ok(Action::requeue(apps::CACHE_CATCH_UP));
+            }
+            return finish(&ctx, gb.as_ref(), Verdict::new(stalled), |_| {}).await;
+        }
     };
     let n = &gb.spec.redis_service_names;
     let names = [n.leader.as_str(), n.follower.as_str()];

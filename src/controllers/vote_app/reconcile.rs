@@ -8,7 +8,8 @@ use super::queue;
 use super::status::{self, Observed};
 use super::validate::{self, Validated};
 use crate::context::Context;
-use crate::controllers::apps::{glue, handoff, route};
+use crate::controllers::apps::binding::NAMESPACE_CONFLICT;
+use crate::controllers::apps::{self, glue, handoff, route};
 use crate::controllers::{Verdict, conclude, finish, instrumented, publish};
 use crate::crd::VoteApp;
 use crate::crd::vote_app::QueueMode;
@@ -35,9 +36,16 @@ async fn run(app: Arc<VoteApp>, ctx: Arc<Context>) -> Result<Action> {
     let owner = Owner::of(app.as_ref(), KIND)?;
     // Validation reads the caches of stores and siblings: they must have listed.
     ctx.synced.wait().await;
-    let v = match validate::validate(&app, owner, &ctx.caches) {
+    let v = match validate::validate(&app, owner.clone(), &ctx.caches) {
         Ok(v) => v,
-        Err(stalled) => return finish(&ctx, app.as_ref(), Verdict::new(stalled), |_| {}).await,
+        Err(stalled) => {
+            if stalled.reason() == NAMESPACE_CONFLICT
+                && apps::conflict_over(&ctx.client, &owner, &ctx.caches.vote_apps).await
+            {
+                return Ok(Action::requeue(apps::CACHE_CATCH_UP));
+            }
+            return finish(&ctx, app.as_ref(), Verdict::new(stalled), |_| {}).await;
+        }
     };
     let names: &[&str] = match v.mode {
         QueueMode::Shared => &[super::names::REDIS_SERVICE, super::names::DB_SERVICE],
