@@ -352,7 +352,7 @@ pub struct PatroniMemberStatus {
     /// `running`, `streaming`, `starting`, ...
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub state: Option<String>,
-    /// Replication lag in bytes.
+    /// Replication lag in bytes, rewritten when it moves by more than a WAL segment (16 MiB).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub lag_bytes: Option<i64>,
     /// Timeline.

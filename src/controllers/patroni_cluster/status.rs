@@ -17,11 +17,12 @@ use crate::stores::patroni::Cluster;
 /// Patroni's role for the member it replicates to synchronously.
 const SYNC_STANDBY: &str = "sync_standby";
 
-/// Replication lag is rewritten in status only when it moved by more than this: any WAL the
-/// primary writes (a checkpoint, a standby snapshot) moves it by a few bytes for a moment, and
-/// a status that changes with every read is a write on every reconcile. Patroni's `/metrics`
-/// has the exact figure.
-pub const LAG_STEP: i64 = 64 * 1024;
+/// Replication lag is rewritten in status only when it moved by more than this, one WAL
+/// segment: any WAL the primary writes moves it for a moment, and a segment switch (a backup
+/// forces one) jumps the primary's position to the next segment, up to 16 MiB ahead of the
+/// replicas until they replay it. A status that follows that is a write every few reads (seen
+/// at 64 KiB, long after the cluster had settled). Patroni's `/metrics` has the exact figure.
+pub const LAG_STEP: i64 = 16 * 1024 * 1024;
 
 /// Reasons that only say the cluster is not there yet: the pods' own problem, when they show
 /// one, is reported instead (see [`crate::k8s::diagnose`]).
@@ -91,10 +92,10 @@ pub fn assess(pc: &PatroniCluster, ready_pods: i32, cluster: Option<&Cluster>) -
 }
 
 /// The lag to report: the one already reported while the new reading is within [`LAG_STEP`]
-/// of it.
+/// of it, except that caught up (0) is always told: a reading taken mid-jump must not stay.
 pub fn steady_lag(reported: Option<i64>, now: Option<i64>) -> Option<i64> {
     match (reported, now) {
-        (Some(r), Some(n)) if (r - n).abs() <= LAG_STEP => Some(r),
+        (Some(r), Some(n)) if n != 0 && (r - n).abs() <= LAG_STEP => Some(r),
         _ => now,
     }
 }
@@ -206,7 +207,13 @@ mod tests {
     #[test]
     fn lag_is_rewritten_only_when_it_moves_by_more_than_a_step() {
         assert_eq!(steady_lag(Some(0), Some(312)), Some(0));
-        assert_eq!(steady_lag(Some(312), Some(0)), Some(312));
+        assert_eq!(
+            steady_lag(Some(0), Some(LAG_STEP - 1)),
+            Some(0),
+            "a segment switch"
+        );
+        assert_eq!(steady_lag(Some(312), Some(0)), Some(0), "caught up is told");
+        assert_eq!(steady_lag(Some(312), Some(LAG_STEP)), Some(312));
         assert_eq!(steady_lag(Some(0), Some(LAG_STEP + 1)), Some(LAG_STEP + 1));
         assert_eq!(steady_lag(Some(10 << 20), Some(0)), Some(0));
         assert_eq!(steady_lag(None, Some(5)), Some(5));
