@@ -188,8 +188,10 @@ async fn apply_one(
         });
     }
     let api = api(client, ns, child.kind);
+    // A child pinned to a uid (see `pinned`) is known to exist: it is applied, never created.
+    let known = child.object["metadata"]["uid"].is_string();
     match (&live, &child.initial) {
-        (None, Some(initial)) => {
+        (None, Some(initial)) if !known => {
             let obj: DynamicObject =
                 serde_json::from_value(initial.clone()).map_err(|source| Error::Serialize {
                     what: child.name.clone(),

@@ -81,6 +81,12 @@ pub(super) async fn guard<K: Resource<DynamicType = ()>>(
             seen.forget(&child.name);
         }
         holding(child, &secret)?;
+        // Applied pinned to the uid just read, never created: if the Secret is deleted for
+        // good before the apply (its finalizer lifted), the API server refuses, and the next
+        // reconcile finds it gone (`CredentialsLost`) instead of a silent re-creation.
+        if let Some(uid) = secret.metadata.uid.as_deref() {
+            child.object = crate::k8s::apply::pinned(&child.object, uid);
+        }
         return Ok(Fate::Kept);
     }
     let controller = secret
