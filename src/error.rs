@@ -44,9 +44,13 @@ pub enum Error {
     /// Patroni's REST API did not do what it was asked.
     #[error(transparent)]
     Patroni(#[from] crate::stores::patroni::PatroniError),
-    /// Children the API server refused; the object's status already says so.
-    #[error("{}", .0.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
-    Children(Vec<ChildFailure>),
+    /// Children the API server refused; the object's status already says so. `followup` is
+    /// how soon the reconcile wanted to look at what it just changed in the data plane.
+    #[error("{}", failures.iter().map(ToString::to_string).collect::<Vec<_>>().join("; "))]
+    Children {
+        failures: Vec<ChildFailure>,
+        followup: Option<std::time::Duration>,
+    },
     /// The HTTP server could not start.
     #[error("HTTP server on {addr}: {source}")]
     Http {
@@ -74,7 +78,7 @@ impl Error {
             Error::Http { .. } => "http",
             Error::Redis(_) => "redis",
             Error::Patroni(_) => "patroni",
-            Error::Children(_) => "child_refused",
+            Error::Children { .. } => "child_refused",
             Error::Io { .. } => "io",
             Error::Controller(..) => "controller",
         }
@@ -88,7 +92,7 @@ impl Error {
             Error::Kube(kube::Error::Api(s)) => {
                 (400..500).contains(&s.code) && s.code != 409 && s.code != 429
             }
-            Error::Children(failures) => failures.iter().any(|f| f.error.is_permanent()),
+            Error::Children { failures, .. } => failures.iter().any(|f| f.error.is_permanent()),
             Error::MissingField { .. } | Error::Serialize { .. } | Error::Invalid { .. } => true,
             _ => false,
         }
@@ -145,7 +149,23 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Delay before retrying a failed reconcile: doubles from 1 s per consecutive failure, capped at
 /// 5 minutes, so a broken API server or a persistent conflict never becomes a hot loop.
-pub fn backoff(failures: u32) -> Duration {
+impl Error {
+    /// When to retry after the `failures`th failure in a row: exponential backoff, except that
+    /// a reconcile which changed the data plane beside a refused child looks at its outcome
+    /// when it asked to (the refusal's retry is what backs off, not following up a repair).
+    pub fn retry_delay(&self, failures: u32) -> Duration {
+        let delay = backoff(failures.saturating_sub(1));
+        match self {
+            Error::Children {
+                followup: Some(soon),
+                ..
+            } => delay.min(*soon),
+            _ => delay,
+        }
+    }
+}
+
+fn backoff(failures: u32) -> Duration {
     let secs = 1u64
         .checked_shl(failures.min(16))
         .unwrap_or(u64::MAX)
@@ -163,5 +183,17 @@ mod tests {
         assert_eq!(backoff(3), Duration::from_secs(8));
         assert_eq!(backoff(9), Duration::from_secs(300));
         assert_eq!(backoff(u32::MAX), Duration::from_secs(300));
+    }
+
+    #[test]
+    fn a_refusal_backs_off_but_a_repair_is_followed_up() {
+        let refused = |followup| Error::Children {
+            failures: Vec::new(),
+            followup,
+        };
+        assert_eq!(refused(None).retry_delay(8), Duration::from_secs(128));
+        let soon = Some(Duration::from_secs(2));
+        assert_eq!(refused(soon).retry_delay(8), Duration::from_secs(2));
+        assert_eq!(refused(soon).retry_delay(1), Duration::from_secs(1));
     }
 }

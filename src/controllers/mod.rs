@@ -15,7 +15,7 @@ pub(crate) mod roll;
 pub mod vote_app;
 
 use crate::context::Context;
-use crate::error::{Error, Result, backoff};
+use crate::error::{Error, Result};
 use crate::k8s::apply::Applied;
 use crate::k8s::conditions::{self, Extra, Health};
 use crate::k8s::status::{KStatus, apply_status};
@@ -57,6 +57,9 @@ pub struct Verdict {
     pub extras: Vec<Extra>,
     /// Look again after this long, instead of the default for the health.
     pub requeue: Option<Duration>,
+    /// The data plane was just changed (a repair, a configuration patch): look at the outcome
+    /// this soon even when a child was refused, whose retry otherwise backs off for minutes.
+    pub followup: Option<Duration>,
 }
 
 impl Verdict {
@@ -65,6 +68,7 @@ impl Verdict {
             health,
             extras: Vec::new(),
             requeue: None,
+            followup: None,
         }
     }
 }
@@ -270,7 +274,7 @@ where
     match &result {
         Ok(_) => ctx.note_success(&key),
         // Already in status, with what did work beside it.
-        Err(Error::Children(_)) => {}
+        Err(Error::Children { .. }) => {}
         Err(e) => {
             let verdict = Verdict::new(failure_health(e));
             let write = write_status(&ctx, obj.as_ref(), &verdict, true, |_| {});
@@ -290,7 +294,7 @@ where
 {
     ctx.metrics.failed(K::KIND, error.metric_label());
     let failures = ctx.note_failure(&object_key::<K>(&obj));
-    let delay = backoff(failures.saturating_sub(1));
+    let delay = error.retry_delay(failures);
     tracing::warn!(kind = K::KIND, namespace = obj.namespace().unwrap_or_default(), name = obj.name_any(), error = %error, retry_in = ?delay, "reconcile failed");
     Action::requeue(delay)
 }
@@ -355,7 +359,10 @@ where
     K: Managed,
     K::Status: KStatus,
 {
-    let error = Error::Children(failures);
+    let error = Error::Children {
+        failures,
+        followup: verdict.followup,
+    };
     let reason = if error.is_permanent() {
         "ChildRejected"
     } else {

@@ -100,7 +100,7 @@ async fn run(pc: Arc<PatroniCluster>, ctx: Arc<Context>) -> Result<Action> {
         // Members must not be rolled while a Secret they start with is missing.
         return conclude(&ctx, pc.as_ref(), verdict, applied, |_| {}).await;
     }
-    let (health, requeue) = act(&ctx, &pc, &v, cache, &seen, &wants).await?;
+    let (health, followup) = act(&ctx, &pc, &v, cache, &seen, &wants).await?;
     let members: Vec<&Pod> = seen.pods.iter().map(|m| m.pod.as_ref()).collect();
     let cluster = seen.cluster.as_ref();
     credentials::patroni::replace_stranded(&ctx, &pc, &v, cache, &creds, cluster, &members).await?;
@@ -133,7 +133,7 @@ async fn run(pc: Arc<PatroniCluster>, ctx: Arc<Context>) -> Result<Action> {
         }
         _ => health,
     };
-    let requeue = requeue.unwrap_or(if matches!(health, Health::Ready { .. }) {
+    let requeue = followup.unwrap_or(if matches!(health, Health::Ready { .. }) {
         ctx.settings.safety_poll
     } else if diagnose::is_diagnosis(health.reason()) {
         // The pods' events say when the claim binds or the image arrives.
@@ -145,6 +145,7 @@ async fn run(pc: Arc<PatroniCluster>, ctx: Arc<Context>) -> Result<Action> {
         health,
         extras,
         requeue: Some(requeue),
+        followup,
     };
     let previous = pc.status.as_ref();
     let last_success = backups::last_success(

@@ -98,6 +98,7 @@ async fn run(rs: Arc<RedisSentinel>, ctx: Arc<Context>) -> Result<Action> {
         health,
         extras,
         requeue: Some(requeue),
+        followup: acted.repaired.then_some(ctx.settings.converging_poll),
     };
     let (topo, moved, last_backup) = (acted.topology, acted.master_moved, acted.last_backup);
     let previous = rs.status.as_ref();
@@ -158,6 +159,8 @@ struct Acted {
     backup_warning: Option<Extra>,
     /// The auth Secret's version every Redis and Sentinel uses.
     credentials_version: Option<String>,
+    /// Replication or Sentinel monitoring was repaired: the topology seen is from before.
+    repaired: bool,
 }
 
 /// The data plane: whatever runs is observed and repaired, ready or not (a failover happens
@@ -260,5 +263,6 @@ async fn act(
         last_backup,
         backup_warning,
         credentials_version: rotation.version,
+        repaired: !done.is_empty(),
     })
 }
