@@ -11,6 +11,13 @@ use crate::k8s::children::{Child, ChildKind};
 use crate::k8s::conditions::{self, Health};
 use crate::k8s::factory::Factory;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::Condition;
+use std::time::Duration;
+
+/// How soon an app looks again while a store it uses is on its way to Ready. The store's
+/// changes wake the app, but through a watch of the app's own, which can run ahead of the cache
+/// the app reads the store from: the store's last change before Ready could otherwise go
+/// unseen for a minute.
+pub const STORE_RECHECK: Duration = Duration::from_secs(5);
 
 fn ready_condition(conditions: &[Condition]) -> Option<&Condition> {
     conditions::find(conditions, conditions::READY)
@@ -171,4 +178,41 @@ pub fn owned_postgres(
     let mut pc = PatroniCluster::new(name, spec);
     pc.metadata = f.object_meta(name, "postgres");
     f.typed(ChildKind::PatroniCluster, &pc)
+}
+
+/// [`STORE_RECHECK`] while a store (`status`, whether it exists) is not Ready but exists or is
+/// the app's own; a referenced store that does not exist is left to the watch of its creation.
+pub fn recheck(stores: &[(&StoreStatus, bool)]) -> Option<Duration> {
+    let converging = |(s, exists): &(&StoreStatus, bool)| !s.ready && (*exists || s.owned);
+    stores.iter().any(converging).then_some(STORE_RECHECK)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn store(owned: bool, ready: bool) -> StoreStatus {
+        StoreStatus {
+            name: "s".into(),
+            owned,
+            ready,
+            reason: None,
+        }
+    }
+
+    #[test]
+    fn apps_look_again_soon_only_while_a_store_converges() {
+        let (ready, starting) = (store(false, true), store(false, false));
+        assert_eq!(recheck(&[(&ready, true)]), None);
+        assert_eq!(
+            recheck(&[(&ready, true), (&starting, true)]),
+            Some(STORE_RECHECK)
+        );
+        // Referenced and missing: its creation is a watch event; nothing to poll.
+        assert_eq!(recheck(&[(&starting, false)]), None);
+        assert_eq!(
+            recheck(&[(&store(true, false), false)]),
+            Some(STORE_RECHECK)
+        );
+    }
 }

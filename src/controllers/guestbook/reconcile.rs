@@ -63,7 +63,10 @@ async fn run(gb: Arc<Guestbook>, ctx: Arc<Context>) -> Result<Action> {
     } else {
         status::assess(&v, cache, &tiers)
     };
-    let verdict = Verdict::new(health);
+    let verdict = Verdict {
+        requeue: apps::stores::recheck(&[(&v.redis.status, v.redis.exists)]),
+        ..Verdict::new(health)
+    };
     let fill = |s: &mut _| status::fill(s, &gb, &v, tiers);
     conclude(&ctx, gb.as_ref(), verdict, applied, fill).await
 }

@@ -72,8 +72,11 @@ async fn run(app: Arc<VoteApp>, ctx: Arc<Context>) -> Result<Action> {
         status::assess(&v, cache, &tiers)
     };
     let scaling = app.spec.worker.autoscaling.is_some() && v.mode == QueueMode::Shared;
+    let mut used = vec![(&v.postgres.status, v.postgres.exists)];
+    used.extend(v.redis.as_ref().map(|r| (&r.status, r.exists)));
+    let requeue = [scaling.then_some(QUEUE_POLL), apps::stores::recheck(&used)];
     let verdict = Verdict {
-        requeue: scaling.then_some(QUEUE_POLL),
+        requeue: requeue.into_iter().flatten().min(),
         ..Verdict::new(health)
     };
     let fill = |s: &mut _| status::fill(s, &v, tiers, Observed { queue_length });
