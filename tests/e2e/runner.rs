@@ -9,6 +9,7 @@ use k8s_openapi::api::core::v1::{ConfigMap, Pod};
 use kube::Api;
 use kube::api::{DeleteParams, PostParams};
 use std::net::Ipv4Addr;
+use std::path::Path;
 use std::time::{Duration, Instant};
 
 const REDIS: &str = "app=redis-test";
@@ -408,11 +409,52 @@ async fn nginx_pods_serve_their_mounted_configuration_as_the_official_image_does
     assert!(log.contains(" 429 "), "{log}");
 }
 
+/// The address of pod `name` once Ready; else a failure showing its status and what each of
+/// its `containers` wrote.
+async fn ready_or_explain(
+    api: &Api<Pod>,
+    state: &Path,
+    ns: &str,
+    name: &str,
+    containers: &[&str],
+) -> Ipv4Addr {
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let mut last = None;
+    while Instant::now() < deadline {
+        if let Ok(p) = api.get(name).await {
+            if ready(&p)
+                && let Some(addr) = ip(&p)
+            {
+                return addr;
+            }
+            last = Some(p);
+        }
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
+    let logs: Vec<String> = containers
+        .iter()
+        .map(|c| {
+            let out = fault::log(state, ns, name, c, false).unwrap_or_else(|e| e.to_string());
+            format!("--- {c}:\n{out}")
+        })
+        .collect();
+    let status = last
+        .and_then(|p| p.status)
+        .map(|s| serde_json::to_string_pretty(&s));
+    panic!(
+        "pod {name} not Ready in 90 s; status {status:?}\n{}",
+        logs.join("\n")
+    );
+}
+
 #[tokio::test]
 async fn exporter_sidecars_answer_on_their_metrics_ports() {
-    if require(&[Capability::Runner]).await.is_none() {
+    let Some(state) = require(&[Capability::Runner])
+        .await
+        .map(|g| g.runner_state())
+    else {
         return;
-    }
+    };
     let c = client().await;
     let ns = TestNamespace::new(&c, "runner-exporters").await;
     // The operator's sidecars, as its builders write them: env only, non-root. The Postgres
@@ -455,11 +497,8 @@ async fn exporter_sidecars_answer_on_their_metrics_ports() {
     api.create(&PostParams::default(), &pod)
         .await
         .expect("create the pod");
-    let addr = wait_for("the store pod Ready", Duration::from_secs(60), || async {
-        let p = api.get("store").await.ok()?;
-        if ready(&p) { ip(&p) } else { None }
-    })
-    .await;
+    let containers = ["redis", "redis-exporter", "pg-exporter"];
+    let addr = ready_or_explain(&api, &state, &ns.name, "store", &containers).await;
     let (status, redis_metrics) = http(addr, 9121, "/metrics").await.expect("redis_exporter");
     assert_eq!(status, 200);
     assert!(
