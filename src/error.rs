@@ -98,6 +98,20 @@ impl Error {
         }
     }
 
+    /// When to retry after the `failures`th failure in a row: exponential backoff, except that
+    /// a reconcile which changed the data plane beside a refused child looks at its outcome
+    /// when it asked to (the refusal's retry is what backs off, not following up a repair).
+    pub fn retry_delay(&self, failures: u32) -> Duration {
+        let delay = backoff(failures.saturating_sub(1));
+        match self {
+            Error::Children {
+                followup: Some(soon),
+                ..
+            } => delay.min(*soon),
+            _ => delay,
+        }
+    }
+
     /// The API server's own words, without our prefix.
     fn server_message(&self) -> String {
         match self {
@@ -149,22 +163,6 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 
 /// Delay before retrying a failed reconcile: doubles from 1 s per consecutive failure, capped at
 /// 5 minutes, so a broken API server or a persistent conflict never becomes a hot loop.
-impl Error {
-    /// When to retry after the `failures`th failure in a row: exponential backoff, except that
-    /// a reconcile which changed the data plane beside a refused child looks at its outcome
-    /// when it asked to (the refusal's retry is what backs off, not following up a repair).
-    pub fn retry_delay(&self, failures: u32) -> Duration {
-        let delay = backoff(failures.saturating_sub(1));
-        match self {
-            Error::Children {
-                followup: Some(soon),
-                ..
-            } => delay.min(*soon),
-            _ => delay,
-        }
-    }
-}
-
 fn backoff(failures: u32) -> Duration {
     let secs = 1u64
         .checked_shl(failures.min(16))

@@ -410,14 +410,8 @@ async fn nginx_pods_serve_their_mounted_configuration_as_the_official_image_does
 }
 
 /// The address of pod `name` once Ready; else a failure showing its status and what each of
-/// its `containers` wrote.
-async fn ready_or_explain(
-    api: &Api<Pod>,
-    state: &Path,
-    ns: &str,
-    name: &str,
-    containers: &[&str],
-) -> Ipv4Addr {
+/// its containers wrote.
+async fn ready_or_explain(api: &Api<Pod>, state: &Path, ns: &str, name: &str) -> Ipv4Addr {
     let deadline = Instant::now() + Duration::from_secs(90);
     let mut last = None;
     while Instant::now() < deadline {
@@ -431,11 +425,12 @@ async fn ready_or_explain(
         }
         tokio::time::sleep(Duration::from_millis(500)).await;
     }
+    let containers = last.iter().filter_map(|p| p.spec.as_ref());
     let logs: Vec<String> = containers
-        .iter()
+        .flat_map(|spec| &spec.containers)
         .map(|c| {
-            let out = fault::log(state, ns, name, c, false).unwrap_or_else(|e| e.to_string());
-            format!("--- {c}:\n{out}")
+            let out = fault::log(state, ns, name, &c.name, false).unwrap_or_else(|e| e.to_string());
+            format!("--- {}:\n{out}", c.name)
         })
         .collect();
     let status = last
@@ -497,8 +492,7 @@ async fn exporter_sidecars_answer_on_their_metrics_ports() {
     api.create(&PostParams::default(), &pod)
         .await
         .expect("create the pod");
-    let containers = ["redis", "redis-exporter", "pg-exporter"];
-    let addr = ready_or_explain(&api, &state, &ns.name, "store", &containers).await;
+    let addr = ready_or_explain(&api, &state, &ns.name, "store").await;
     let (status, redis_metrics) = http(addr, 9121, "/metrics").await.expect("redis_exporter");
     assert_eq!(status, 200);
     assert!(
